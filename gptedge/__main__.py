@@ -1,0 +1,5 @@
+import sys
+
+from gptedge.cli import main
+
+sys.exit(main())

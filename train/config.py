@@ -1,0 +1,120 @@
+"""Model shape and training settings as dataclasses, with named presets.
+
+Both are saved into every checkpoint's ``config.json`` so a checkpoint says what it is, and can be
+read without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from gptedge.errors import UserError
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 4096
+    context_length: int = 256  # the longest sequence the position table covers
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm, as GPT-2
+    gelu: str = "exact"  # "exact" or "tanh" (GPT-2's approximation, needed for imported weights)
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        positive = ("vocab_size", "context_length", "n_layer", "n_head", "n_embd")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise UserError(f"model setting {name}={value!r} is invalid: use a positive whole number")
+        if self.n_embd % self.n_head:
+            raise UserError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: pick n_embd a multiple of n_head"
+            )
+        if self.gelu not in ("exact", "tanh"):
+            raise UserError(f"gelu={self.gelu!r} is unknown: use 'exact' or 'tanh'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"dropout={self.dropout} is out of range: use a value in [0, 1)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"unknown model settings {sorted(unknown)}: the checkpoint is from another tool or version")
+        return cls(**d)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1500
+    batch_size: int = 16  # sequences per optimizer step, per process (before accumulation)
+    grad_accum: int = 1
+    seq_len: int = 128  # training window; <= context_length
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_interval: int = 100
+    eval_batches: int = 8
+    checkpoint_interval: int = 250
+    vocab_size: int = 4096  # tokenizer size; the model's vocab_size follows it
+    holdout_fraction: float = 0.1
+    seed: int = 1337
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class Preset:
+    model: GPTConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# tiny: trains to readable English in a few minutes on 2 CPU cores.
+# small: a laptop-sized model that wants a GPU or patience.
+# gpt2: the 124M GPT-2 shape (for imported weights and for benchmarks with random weights).
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        GPTConfig(vocab_size=4096, context_length=256, n_layer=4, n_head=4, n_embd=256),
+        TrainConfig(),
+    ),
+    "small": Preset(
+        GPTConfig(vocab_size=8192, context_length=512, n_layer=6, n_head=6, n_embd=384),
+        TrainConfig(vocab_size=8192, seq_len=256, lr=6e-4, min_lr=6e-5, steps=3000),
+    ),
+    "gpt2": Preset(
+        GPTConfig(vocab_size=50257, context_length=1024, n_layer=12, n_head=12, n_embd=768, gelu="tanh"),
+        TrainConfig(vocab_size=50257, seq_len=512, lr=6e-4, min_lr=6e-5, steps=5000, batch_size=8),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    p = PRESETS[name]
+    return Preset(dataclasses.replace(p.model), dataclasses.replace(p.train))
