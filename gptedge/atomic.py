@@ -14,11 +14,20 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _usual_mode(mode: int) -> int:
+    """The permissions open() or mkdir() would give under the current umask: mkstemp and mkdtemp
+    make private (0600 / 0700) entries, which would otherwise stay private after the rename."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _usual_mode(0o666))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -45,6 +54,7 @@ def temporary_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, _usual_mode(0o666))
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -64,6 +74,7 @@ def staged_dir(final: str | os.PathLike, replace: bool = False) -> Iterator[Path
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
+        os.chmod(stage, _usual_mode(0o777))
         yield stage
         if final.exists():
             if not replace:

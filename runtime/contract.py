@@ -90,7 +90,10 @@ def graph_outputs(shape: ModelShape, cache_dtype: str = "float32", logits_dtype:
 
 @dataclass
 class Variant:
-    """One ONNX file of the bundle. ``metrics`` holds the eval harness's figures for it."""
+    """One ONNX file of the bundle. ``metrics`` holds the eval harness's figures for it.
+
+    A graph whose weights exceed protobuf's 2 GB limit keeps them in ONNX external data, one file
+    beside it (``data_file``), hashed like the graph."""
 
     file: str
     precision: str
@@ -99,6 +102,9 @@ class Variant:
     cache_dtype: str = "float32"
     providers: list[str] = field(default_factory=lambda: ["cpu"])  # provider kinds it is meant for
     metrics: dict[str, Any] = field(default_factory=dict)
+    data_file: str | None = None
+    data_size_bytes: int = 0
+    data_sha256: str = ""
 
 
 @dataclass
@@ -185,20 +191,24 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
 
 
 def verify_variant(bundle_dir: str | Path, manifest: Manifest, name: str) -> Path:
-    """Check one variant's file exists with the recorded size and sha256; return its path."""
+    """Check one variant's file (and external data file) exist with the recorded size and sha256;
+    return the graph's path."""
     if name not in manifest.variants:
         raise UserError(f"bundle has no variant {name!r}: available are {', '.join(manifest.variants)}")
     v = manifest.variants[name]
-    path = Path(bundle_dir) / v.file
-    if not path.is_file():
-        raise UserError(f"variant {name!r}: file {v.file} is missing from {bundle_dir}: re-create the variant")
-    size, digest = describe_file(bundle_dir, v.file)
-    if size != v.size_bytes or digest != v.sha256:
-        raise UserError(
-            f"variant {name!r}: {v.file} does not match its manifest hash (modified or truncated): "
-            f"re-create the variant"
-        )
-    return path
+    files = [(v.file, v.size_bytes, v.sha256)]
+    if v.data_file:
+        files.append((v.data_file, v.data_size_bytes, v.data_sha256))
+    for file, size_bytes, sha256 in files:
+        if not (Path(bundle_dir) / file).is_file():
+            raise UserError(f"variant {name!r}: file {file} is missing from {bundle_dir}: re-create the variant")
+        size, digest = describe_file(bundle_dir, file)
+        if size != size_bytes or digest != sha256:
+            raise UserError(
+                f"variant {name!r}: {file} does not match its manifest hash (modified or truncated): "
+                f"re-create the variant"
+            )
+    return Path(bundle_dir) / v.file
 
 
 def read_bundle(bundle_dir: str | Path, verify: bool = True) -> Manifest:

@@ -55,6 +55,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
     cfg_path = path / CONFIG_FILE
     if not path.is_dir():
         raise UserError(f"checkpoint folder {path} does not exist: train one with gptedge train or gptedge import")
+    if not cfg_path.is_file() and (path / "checkpoint" / CONFIG_FILE).is_file():
+        raise UserError(f"{path} is a training run folder: pass its checkpoint folder, {path / 'checkpoint'}")
     if not cfg_path.is_file():
         raise UserError(f"{path} is not a gptedge checkpoint (no {CONFIG_FILE}): point at a checkpoint folder")
     try:

@@ -79,6 +79,36 @@ class TrainConfig:
     holdout_fraction: float = 0.1
     seed: int = 1337
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Each rule names the setting as the CLI spells it, so the message says what to change."""
+        at_least_one = ("steps", "batch_size", "grad_accum", "seq_len", "eval_interval", "eval_batches",
+                        "checkpoint_interval", "vocab_size")
+        for name in at_least_one:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"{_flag(name)} {value!r} is out of range: use a whole number of 1 or more")
+        for name in ("warmup_steps", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserError(f"{_flag(name)} {value!r} is out of range: use a whole number of 0 or more")
+        if not self.lr > 0:
+            raise UserError(f"--lr {self.lr!r} is out of range: use a positive learning rate such as 1e-3")
+        if not 0 <= self.min_lr <= self.lr:
+            raise UserError(f"--min-lr {self.min_lr!r} is out of range: use a value between 0 and --lr ({self.lr})")
+        for name in ("weight_decay", "grad_clip"):
+            if not getattr(self, name) >= 0:
+                raise UserError(f"{_flag(name)} {getattr(self, name)!r} is out of range: use 0 (off) or more")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"{_flag(name)} {getattr(self, name)!r} is out of range: use a value in [0, 1)")
+        if not 0 < self.holdout_fraction < 1:
+            raise UserError(
+                f"--holdout-fraction {self.holdout_fraction!r} is out of range: use a value between 0 and 1"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -86,6 +116,10 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 @dataclass

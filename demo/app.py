@@ -1,0 +1,180 @@
+"""The demo page: type a prompt, watch the answer stream, see what each variant and setting costs.
+
+    gptedge demo [BUNDLE]          # or: serve(build_page(ModelPool(bundle)), host, port)
+
+Offline by construction: a theme with system fonts only (no web fonts), analytics off, no share
+link unless asked, bound to 127.0.0.1 by default. Requests wait in a bounded queue and at most
+``CONCURRENCY`` generate at once (the machine's cores are the real limit). A user's mistake (empty
+or over-long prompt, a variant that does not run on the chosen provider, a bundle removed while
+the page runs) is shown as a message in the page, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio reads it at import
+
+from typing import Any, Iterator  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from gptedge.demo import views  # noqa: E402
+from gptedge.demo.models import (  # noqa: E402
+    MAX_NEW_TOKENS,
+    MAX_PROMPT_CHARS,
+    ModelPool,
+    check_prompt,
+    settings_from_page,
+)
+from gptedge.errors import UserError  # noqa: E402
+
+CONCURRENCY = 2  # generations running at once; more only share the same cores
+QUEUE_SIZE = 16  # requests waiting beyond that are turned away with a message
+
+EXAMPLES = [
+    "The for statement is used to",
+    "A class definition defines",
+    "When an exception is raised,",
+    "The import statement",
+]
+
+THEME = gr.themes.Default(
+    font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
+)
+
+CSS = """
+.answer-tokens { line-height: 2.6; font-family: var(--font-mono); white-space: pre-wrap; }
+.tok-prompt { color: var(--body-text-color-subdued); }
+.tok { display: inline-flex; flex-direction: column; align-items: center; margin: 0 1px;
+       padding: 0 2px; border-radius: 3px; line-height: 1.3; vertical-align: top; }
+.tok-p { font-size: 0.7em; color: var(--body-text-color-subdued); }
+"""
+
+
+def _describe(pool: ModelPool) -> str:
+    m = pool.manifest
+    shape = m.model
+    step = m.provenance.get("checkpoint_step")
+    return (
+        f"# gptedge demo\n"
+        f"Bundle `{pool.bundle_dir}`"
+        + (f" (trained {step} steps)" if step is not None else "")
+        + f": {shape.n_layer} layers, {shape.n_head} heads, {shape.n_embd} wide, vocabulary {shape.vocab_size:,}, "
+        f"context {shape.context_length} tokens. The model continues your text one token at a time: "
+        f"each step it gives every token in its vocabulary a probability and one is picked."
+    )
+
+
+def build_page(pool: ModelPool) -> gr.Blocks:
+    sampling = pool.manifest.sampling
+    headers, rows = views.variant_table(pool.manifest)
+
+    with gr.Blocks(title="gptedge demo", analytics_enabled=False) as page:
+        gr.Markdown(_describe(pool))
+        with gr.Row():
+            with gr.Column(scale=3):
+                prompt = gr.Textbox(
+                    label=f"Prompt (up to {MAX_PROMPT_CHARS:,} characters)",
+                    lines=3,
+                    placeholder="Type the beginning of a text…",
+                    elem_id="prompt",
+                )
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                    next_word = gr.Button("Next word only", elem_id="next-word")
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                gr.Examples(EXAMPLES, inputs=prompt, label="Example prompts")
+                answer = gr.Textbox(label="Answer", lines=8, interactive=False, elem_id="answer")
+                stats = gr.Markdown("", elem_id="stats")
+            with gr.Column(scale=2):
+                variant = gr.Dropdown(pool.variants, value=pool.default_variant, label="Variant", elem_id="variant")
+                provider = gr.Dropdown(pool.providers, value=pool.default_provider, label="Provider", elem_id="provider")
+                temperature = gr.Slider(0.0, 2.0, value=sampling.get("temperature", 0.8), step=0.05,
+                                        label="Temperature", info="0 always picks the most likely token")
+                top_k = gr.Slider(0, 200, value=sampling.get("top_k", 50), step=1, label="Top-k", info="0: off")
+                top_p = gr.Slider(0.05, 1.0, value=sampling.get("top_p", 0.95), step=0.01, label="Top-p", info="1: off")
+                repetition_penalty = gr.Slider(0.5, 2.0, value=sampling.get("repetition_penalty", 1.0), step=0.05,
+                                               label="Repetition penalty", info="1: off")
+                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=min(MAX_NEW_TOKENS, sampling.get("max_new_tokens", 128)),
+                                           step=1, label="Max new tokens")
+                seed = gr.Number(value=-1, precision=0, minimum=-1, label="Seed", info="-1: a new random seed each time")
+                stop_strings = gr.Textbox(label="Stop strings", lines=2, info="one per line; \\n stands for a newline")
+        gr.Markdown("### Next word\nWhat the model thinks comes next, before temperature, top-k and top-p "
+                    "reshape it: the 10 most likely tokens after the prompt, and for each token of the answer "
+                    "the probability the model gave it (pale: a surprise that sampling picked anyway).")
+        with gr.Row():
+            with gr.Column(scale=2):
+                bars = gr.Label(label="The 10 most likely next tokens",
+                                num_top_classes=10, show_heading=False, elem_id="next-word-bars")
+            with gr.Column(scale=3):
+                tokens = gr.HTML(label="Each generated token and the probability the model gave it",
+                                 elem_id="answer-tokens")
+        gr.Markdown("### This bundle's variants\nSize from the manifest; quality and speed from `gptedge eval` "
+                    "(blank until it has run).")
+        gr.Dataframe(value=rows, headers=headers, interactive=False, elem_id="variants")
+
+        choice = [variant, provider]
+        knobs = [temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed, stop_strings]
+
+        def run_generate(text: str, variant_name: str, provider_name: str, *values: Any) -> Iterator[tuple]:
+            try:
+                text = check_prompt(text)
+                settings = settings_from_page(*values)
+                served = pool.get(variant_name, provider_name)
+                yield "", "generating…", views.candidate_bars(pool.next_words(served, text)), ""
+                shown = ""
+                for piece in pool.stream(served, text, settings):
+                    if isinstance(piece, str):
+                        shown += piece
+                        yield shown, gr.skip(), gr.skip(), gr.skip()
+                    else:
+                        result = piece
+                probabilities = pool.answer_probabilities(served, text, result)
+                yield (result.text, views.stats_line(result, variant_name, provider_name), gr.skip(),
+                       views.answer_html(text, probabilities))
+            except UserError as e:
+                gr.Warning(str(e))
+                yield gr.skip(), f"⚠ {e}", gr.skip(), gr.skip()
+
+        def run_next_word(text: str, variant_name: str, provider_name: str) -> Any:
+            try:
+                served = pool.get(variant_name, provider_name)
+                return views.candidate_bars(pool.next_words(served, check_prompt(text)))
+            except UserError as e:
+                gr.Warning(str(e))
+                return gr.skip()
+
+        # One queue for everything that runs the model, so CONCURRENCY bounds them together.
+        inputs, outputs = [prompt, *choice, *knobs], [answer, stats, bars, tokens]
+        clicked = generate.click(run_generate, inputs, outputs, api_name="generate", concurrency_id="model")
+        submitted = prompt.submit(run_generate, inputs, outputs, api_name=False, concurrency_id="model")
+        next_word.click(run_next_word, [prompt, *choice], bars, api_name="next_word", concurrency_id="model")
+        stop.click(None, cancels=[clicked, submitted])
+    return page
+
+
+def serve(
+    pool: ModelPool,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    block: bool = True,
+) -> gr.Blocks:
+    """Start the page; with ``block=False`` return at once (tests, notebooks) and leave it running."""
+    pool.get(pool.default_variant, pool.default_provider)  # load now: the first visitor should not wait
+    page = build_page(pool)
+    page.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    page.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        prevent_thread_lock=not block,
+        theme=THEME,
+        css=CSS,
+        quiet=not block,
+        show_error=False,
+        footer_links=["api"],
+    )
+    return page

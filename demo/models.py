@@ -1,0 +1,145 @@
+"""The models behind the page: one runtime ``Model`` per (variant, provider), loaded on first use.
+
+Switching the variant or provider in the page must not restart anything, and switching back must
+be instant: the pool keeps every model it has loaded (the runtime itself keeps one onnxruntime
+session per variant file and provider, so two pools never load the same weights twice).
+No gradio here: the page (``app.py``) calls these and only formats what they return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ContextManager, Iterator
+
+import gptedge.runtime
+from gptedge.errors import UserError
+from gptedge.runtime import contract, providers
+from gptedge.runtime.generation import GenerationResult, GenerationSettings
+from gptedge.runtime.next_token import Candidate, next_token_candidates, token_probabilities
+from gptedge.runtime.text import StreamDecoder, token_bytes
+
+# Limits that keep one visitor from tying up the machine: prompts are cut off by characters
+# (before tokenizing, so a huge paste costs nothing), answers by tokens.
+MAX_PROMPT_CHARS = 2000
+MAX_NEW_TOKENS = 512
+TOP_CANDIDATES = 10
+
+
+@dataclass
+class Served:
+    """A loaded model and what guards it. A decoder that uses IO binding holds one binding object
+    per session, which two threads must not fill at once; plain ``session.run`` is thread-safe."""
+
+    model: gptedge.runtime.Model
+    lock: ContextManager
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[gptedge.runtime.Model]:
+        with self.lock:
+            yield self.model
+
+
+@dataclass
+class TokenProbability:
+    text: str  # what this token added to the answer ("" while a character is still incomplete)
+    probability: float  # the model's probability for it given everything before (temperature 1)
+
+
+def check_prompt(prompt: str) -> str:
+    """The prompt as the model will see it, or a UserError the page shows as a message."""
+    if not prompt or not prompt.strip():
+        raise UserError("the prompt is empty: type the beginning of a text for the model to continue")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise UserError(
+            f"the prompt has {len(prompt):,} characters, more than the {MAX_PROMPT_CHARS:,} this page accepts: shorten it"
+        )
+    return prompt
+
+
+class ModelPool:
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = contract.read_bundle(self.bundle_dir)  # every file checked against its hash
+        self.threads = threads
+        self.default_variant, provider = providers.choose(self.manifest, "auto", "auto")
+        self.default_provider = provider.name
+        self._served: dict[tuple[str, str], Served] = {}
+        self._loading = threading.Lock()
+        self._table: list[bytes] | None = None
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.manifest.variants)
+
+    @property
+    def providers(self) -> list[str]:
+        return providers.available()
+
+    def get(self, variant: str, provider: str) -> Served:
+        key = (variant, provider)
+        with self._loading:
+            if key not in self._served:
+                model = gptedge.runtime.load(self.bundle_dir, variant=variant, provider=provider, threads=self.threads)
+                lock = threading.Lock() if model.decoder.io_binding else contextlib.nullcontext()
+                self._served[key] = Served(model, lock)
+                if self._table is None:
+                    self._table = token_bytes(model.tokenizer, self.manifest.model.vocab_size)
+            return self._served[key]
+
+    def prompt_ids(self, model: gptedge.runtime.Model, prompt: str) -> list[int]:
+        """The prompt's tokens as generation sees them (an empty text starts a new document)."""
+        return model.encode(prompt) or [self.manifest.eos_token_id]
+
+    def next_words(self, served: Served, prompt: str, k: int = TOP_CANDIDATES) -> list[Candidate]:
+        with served.use() as model:
+            return next_token_candidates(model.decoder, model.tokenizer, self.prompt_ids(model, prompt), k)
+
+    def stream(self, served: Served, prompt: str, settings: GenerationSettings) -> Iterator[str | GenerationResult]:
+        """Yield text pieces as they are generated, then the result with the figures."""
+        with served.use() as model:
+            pieces = model.stream(prompt, settings)
+            yield from pieces
+            assert pieces.result is not None
+            yield pieces.result
+
+    def answer_probabilities(self, served: Served, prompt: str, result: GenerationResult) -> list[TokenProbability]:
+        """Each generated token with the probability the model gave it, in one teacher-forced pass
+        over the prompt (as generation kept it) and the answer."""
+        if not result.token_ids:
+            return []
+        with served.use() as model:
+            prompt_ids = self.prompt_ids(model, prompt)[-result.prompt_tokens :]
+            probs = token_probabilities(model.decoder, prompt_ids + result.token_ids, start=len(prompt_ids))
+        assert self._table is not None
+        text = StreamDecoder(self._table)
+        pieces = [text.push(t) for t in result.token_ids]
+        pieces[-1] += text.flush()
+        return [TokenProbability(piece, float(p)) for piece, p in zip(pieces, probs)]
+
+
+def settings_from_page(
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    repetition_penalty: float,
+    max_new_tokens: int,
+    seed: float,
+    stop: str,
+) -> GenerationSettings:
+    """The page's widgets as runtime settings. Stop strings are one per line; ``\\n`` in one
+    stands for a newline (the most useful stop string, and one a text box cannot hold)."""
+    if not 1 <= int(max_new_tokens) <= MAX_NEW_TOKENS:
+        raise UserError(f"max new tokens {max_new_tokens} is out of range: use 1 to {MAX_NEW_TOKENS}")
+    stops = tuple(line.replace("\\n", "\n") for line in (stop or "").splitlines() if line)
+    return GenerationSettings(
+        max_new_tokens=int(max_new_tokens),
+        temperature=float(temperature),
+        top_k=int(top_k),
+        top_p=float(top_p),
+        repetition_penalty=float(repetition_penalty),
+        seed=None if seed is None or seed < 0 else int(seed),  # -1: a fresh seed per answer
+        stop=stops,
+    )

@@ -1,0 +1,170 @@
+"""``gptedge export``: a checkpoint folder in, a verified model bundle folder out.
+
+The bundle (see ``runtime.contract``) is built in a hidden temporary folder beside OUT_DIR, checked
+by the parity gate, and only then renamed to OUT_DIR. A failed gate, a full disk or Ctrl-C leaves
+no bundle and no temporary folder; an existing OUT_DIR is replaced only with ``force``, and only
+if it is a bundle itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import errno
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+import gptedge
+from gptedge import atomic
+from gptedge.errors import UserError
+from gptedge.export import graph, parity
+from gptedge.export.heldout import heldout_text
+from gptedge.runtime import contract
+from gptedge.runtime.generation import GenerationSettings
+from gptedge.train.checkpoint import Checkpoint, load_checkpoint
+from gptedge.train.tokenizer import special_ids
+
+MODEL_FILE = "model.onnx"
+TOOLS = ("torch", "onnx", "onnxscript", "onnxruntime", "tokenizers")
+
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    manifest: contract.Manifest
+    seconds: float
+
+
+def check_output_dir(out_dir: Path, force: bool) -> None:
+    """Refuse to overwrite anything but an existing bundle, and a bundle only with ``force``."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise UserError(f"{out_dir} exists and is a file: choose another output folder")
+    if not force:
+        raise UserError(f"output folder {out_dir} already exists: pass --force to replace it, or choose another")
+    if not (out_dir / contract.MANIFEST_FILE).is_file():
+        raise UserError(
+            f"{out_dir} exists and is not a gptedge bundle (no {contract.MANIFEST_FILE}): "
+            f"--force only replaces bundles; remove it yourself or choose another folder"
+        )
+
+
+def load_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a plain Exception for a damaged file
+        raise UserError(f"cannot read {path} ({e}): the checkpoint is damaged") from None
+    if tok.get_vocab_size() > vocab_size:
+        raise UserError(
+            f"{path} has {tok.get_vocab_size()} tokens but the model's vocabulary is {vocab_size}: "
+            f"the tokenizer and weights are from different models"
+        )
+    return tok
+
+
+def provenance(ckpt: Checkpoint) -> dict[str, Any]:
+    weights = ckpt.path / ckpt.info["weights"]
+    return {
+        "checkpoint": ckpt.path.resolve().name,  # the folder name only: no local paths in a bundle
+        "checkpoint_step": ckpt.step,
+        "weights_file": weights.name,
+        "weights_sha256": contract.file_sha256(weights),
+        "exporter": "torch.onnx.export(dynamo=True)",
+        "opset": graph.OPSET,
+        "tools": {"gptedge": gptedge.__version__, **{name: metadata.version(name) for name in TOOLS}},
+        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def fp32_variant(bundle_dir: Path, files: list[Path]) -> contract.Variant:
+    size, digest = contract.describe_file(bundle_dir, files[0].name)
+    variant = contract.Variant(file=files[0].name, precision="fp32", size_bytes=size, sha256=digest)
+    if len(files) > 1:  # weights in ONNX external data
+        variant.data_file = files[1].name
+        variant.data_size_bytes, variant.data_sha256 = contract.describe_file(bundle_dir, files[1].name)
+    return variant
+
+
+def export_bundle(
+    checkpoint_dir: str | Path,
+    out_dir: str | Path,
+    force: bool = False,
+    text_file: str | Path | None = None,
+    external_data: bool | None = None,
+    quiet: bool = False,
+) -> ExportResult:
+    """Export, gate and write a bundle. ``external_data`` None: only for weights over 2 GB."""
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, force)
+    ckpt = load_checkpoint(checkpoint_dir)
+    tokenizer = load_tokenizer(ckpt.tokenizer_path, ckpt.config.vocab_size)
+    eos_id, pad_id = special_ids(tokenizer)
+    text = heldout_text(ckpt.info, tokenizer, text_file)  # a bad --text fails before any work
+    steps = tqdm(total=3, desc="export", disable=quiet, file=sys.stderr,
+                 bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}]{postfix}")
+    try:
+        with atomic.staged_dir(out_dir, replace=force) as stage:
+            steps.set_postfix_str("trace")
+            model_proto = graph.trace(ckpt.model)
+            steps.update()
+
+            steps.set_postfix_str("save")
+            files = graph.save(model_proto, stage / MODEL_FILE, external_data)
+            shutil.copyfile(ckpt.tokenizer_path, stage / contract.TOKENIZER_FILE)
+            manifest = contract.Manifest(
+                model=graph.model_shape(ckpt.model),
+                eos_token_id=eos_id,
+                pad_token_id=pad_id,
+                variants={"fp32": fp32_variant(stage, files)},
+                sampling=dataclasses.asdict(GenerationSettings()),  # the runtime's defaults
+                provenance=provenance(ckpt),
+            )
+            contract.write_manifest(stage, manifest)  # the gate loads the bundle as users will
+            steps.update()
+
+            steps.set_postfix_str("verify")
+            manifest.parity = parity.run_gate(stage, text.description, text.tokens, ckpt.model)
+            contract.write_manifest(stage, manifest)
+            steps.set_postfix_str("done")
+            steps.update()
+    except FileExistsError:
+        raise UserError(f"{out_dir} appeared while exporting: choose another output folder or pass --force") from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise UserError(f"no space left on the device writing {out_dir}: free some space and export again") from None
+        raise UserError(f"cannot write {out_dir} ({e.strerror or e}): check the folder and its permissions") from None
+    finally:
+        steps.close()
+    return ExportResult(out_dir, manifest, time.perf_counter() - start)
+
+
+def verify_bundle(
+    bundle_dir: str | Path, checkpoint_dir: str | Path | None = None, text_file: str | Path | None = None
+) -> dict[str, Any]:
+    """Hashes and format (``contract.read_bundle``), then the parity gate: all four checks with a
+    checkpoint, the graph's own checks (cache, batch) without one."""
+    manifest = contract.read_bundle(bundle_dir)
+    tokenizer = load_tokenizer(Path(bundle_dir) / contract.TOKENIZER_FILE, manifest.model.vocab_size)
+    if checkpoint_dir is None:
+        text = heldout_text({}, tokenizer, text_file)
+        return parity.run_gate(bundle_dir, text.description, text.tokens)
+    ckpt = load_checkpoint(checkpoint_dir)
+    weights_sha256 = contract.file_sha256(ckpt.path / ckpt.info["weights"])
+    if manifest.provenance.get("weights_sha256") not in (None, weights_sha256):
+        raise UserError(
+            f"{bundle_dir} was not exported from {checkpoint_dir} (its weights differ from the bundle's "
+            f"source): pass the checkpoint it came from"
+        )
+    text = heldout_text(ckpt.info, tokenizer, text_file)
+    return parity.run_gate(bundle_dir, text.description, text.tokens, ckpt.model)

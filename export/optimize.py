@@ -1,0 +1,308 @@
+"""``gptedge optimize``: fuse a bundle's fp32 graph for onnxruntime, prove it computes the same, swap it in.
+
+What runs, and why this and not something else (figures in tests/test_optimize.py and the notes
+of issue 5):
+
+- **Fusions**: onnxscript's onnxruntime fusions (``onnxscript.rewriter.ort_fusions.optimize_for_ort``):
+  LayerNorm + residual -> SkipLayerNormalization, bias + exact GELU -> BiasGelu, and each layer's
+  cache Concat + attention -> MultiHeadAttention with past/present (see ``fuse_attention``), the
+  output head -> a MatMul reading the embedding table transposed. ``onnxruntime.transformers.optimizer``
+  (the successor of onnxruntime-tools) finds only the norms and GELUs on this graph, never the
+  attention (its GPT-2 patterns are those of Hugging Face's Conv1D graph), fuses a tanh GELU into
+  the exact BiasGelu, and from opt_level 1 on stores the tied matrix twice; so it is not used.
+- **No offline onnxruntime optimisation is saved**: onnxruntime optimises the graph again every time
+  it loads it, on the machine that runs it. A graph saved at ORT_ENABLE_ALL holds layout choices for
+  this CPU's instruction set; EXTENDED/BASIC saved here measured no faster than the fused graph.
+- **Known traps, each checked on the result**: the GELU keeps its form (tanh stays tanh: a tanh GELU
+  fused as exact is a real logit error that random-weight parity barely sees); the tied token
+  matrix stays stored once (the head keeps the exported ``MatMul(h, Transpose(table))`` form, which
+  is also what the quantizers' ``tied_embedding`` recognises); the graph's inputs and outputs stay
+  the contract's; exporter metadata is dropped (the manifest is the source of truth).
+- **Parity**: the original and the fused graph run side by side in onnxruntime on a left-padded
+  batch from a zero-length past, a multi-token chunk on a past, and single-token decode steps; the
+  largest logit difference at real (non-padding) positions must be <= ``TOLERANCE``.
+- **Atomic**: the fused graph is written under a new name the manifest does not mention
+  (``model.opt.onnx``), checked, and only then does a new manifest (``contract.write_manifest``,
+  itself atomic) point the fp32 variant at it: the manifest is the commit point. Before it, a
+  failure or a kill leaves the bundle as it was (at most a stray unreferenced file, overwritten
+  next time); after it, the old graph is deleted.
+- **Idempotent**: the manifest's ``provenance["optimized"]`` record names the sha256 of the graph
+  it produced; a bundle whose fp32 graph still has that hash is already optimised.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import errno
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from gptedge.errors import UserError
+from gptedge.export import fuse_attention, graph
+from gptedge.export.parity import left_pad
+from gptedge.runtime import contract
+from gptedge.runtime.session import Decoder
+
+TOLERANCE = 1e-4  # max |logit difference| between the original and the fused graph
+RECORD = "optimized"  # key of the record in manifest.provenance
+VARIANT = "fp32"
+OPTIMIZED_SUFFIX = ".opt.onnx"
+SIZE_SLACK = 1.02  # the fused file may grow by graph bytes (new nodes), never by a weight copy
+TOOLS = ("onnxscript", "onnxruntime", "onnx")
+
+
+@dataclass
+class OptimizeResult:
+    bundle: Path
+    changed: bool  # False: the bundle was already optimised, nothing written
+    record: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# Looking at graphs
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Node count per op type; contrib ops are prefixed with their domain (com.microsoft.X)."""
+    counts = collections.Counter(
+        f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in model.graph.node
+    )
+    return dict(sorted(counts.items()))
+
+
+def gelu_forms(model: onnx.ModelProto) -> set[str]:
+    """The GELU forms the graph computes: "tanh" (GPT-2's approximation) and/or "exact" (erf)."""
+    forms = set()
+    for n in model.graph.node:
+        if n.op_type == "Gelu" and n.domain in ("", "ai.onnx"):
+            approximate = next((a.s.decode() for a in n.attribute if a.name == "approximate"), "none")
+            forms.add("tanh" if approximate == "tanh" else "exact")
+        elif n.domain == "com.microsoft" and n.op_type in ("Gelu", "BiasGelu"):
+            forms.add("exact")
+        elif n.domain == "com.microsoft" and n.op_type == "FastGelu":
+            forms.add("tanh")
+    return forms
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    return sum(t.ByteSize() for t in model.graph.initializer)
+
+
+def _io(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    return [v.name for v in model.graph.input], [v.name for v in model.graph.output]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fusing
+
+
+def keep_head_as_exported(model: onnx.ModelProto) -> int:
+    """Turn ``FusedMatMul(h, table, transB=1)`` over a Gather's table back into the exported
+    ``MatMul(h, Transpose(table))``; returns how many.
+
+    Both read the one stored table. onnxruntime fuses the transpose again when it loads the graph
+    (same speed and memory, measured), and the quantizers' tied-matrix handling
+    (``export.tied_embedding``) recognises only the exported form."""
+    tables = {n.input[0] for n in model.graph.node if n.op_type == "Gather"}
+    initializers = {t.name for t in model.graph.initializer}
+    changed = 0
+    nodes = []
+    for n in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        plain_transposed_b = attrs.get("transB") == 1 and not attrs.get("transA") and attrs.get("alpha", 1.0) == 1.0
+        if n.op_type == "FusedMatMul" and n.domain == "com.microsoft" and plain_transposed_b and len(n.input) == 2 \
+                and n.input[1] in tables and n.input[1] in initializers:
+            h, table = n.input
+            transposed = f"{table}_transposed"
+            nodes.append(onnx.helper.make_node("Transpose", [table], [transposed], name=f"{n.name}_transpose", perm=[1, 0]))
+            nodes.append(onnx.helper.make_node("MatMul", [h, transposed], list(n.output), name=n.name))
+            changed += 1
+        else:
+            nodes.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return changed
+
+
+def fuse(model: onnx.ModelProto, shape: contract.ModelShape) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """The fused graph and the fusions applied (name -> count). Raises UserError if the result
+    breaks one of the checks in the module docstring."""
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    before_io, before_gelu, before_weights = _io(model), gelu_forms(model), weight_bytes(model)
+    fuse_attention.prepare(model, shape)
+    fused_ir, counts = optimize_for_ort(ir.from_proto(model), clear_metadata=True)
+    fused = ir.to_proto(fused_ir)
+    del fused_ir
+    fusions = {name: n for name, n in counts.items() if n}
+    if n := keep_head_as_exported(fused):
+        fusions["head_kept_as_matmul"] = n
+    del fused.metadata_props[:]
+    fused.doc_string = ""
+
+    problem = None
+    if _io(fused) != before_io:
+        problem = "changed the graph's inputs or outputs"
+    elif gelu_forms(fused) != before_gelu:
+        problem = f"changed the GELU from {'/'.join(sorted(before_gelu))} to {'/'.join(sorted(gelu_forms(fused)))}"
+    elif weight_bytes(fused) > before_weights * SIZE_SLACK:
+        problem = f"grew the weights from {before_weights / 1e6:.1f} to {weight_bytes(fused) / 1e6:.1f} MB (a matrix stored twice)"
+    if problem:
+        raise UserError(f"the fusions {problem}; the bundle is left unchanged: this is a gptedge bug, please report it")
+    return fused, fusions
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity
+
+
+def parity(original: Decoder, fused: Decoder, seed: int = 0) -> dict[str, Any]:
+    """Largest |logit difference| at real positions between two graphs, over: a left-padded batch
+    of two prompts from a zero-length past, a 3-token chunk on that past, then 4 decode steps."""
+    shape = original.shape
+    rng = np.random.default_rng(seed)
+    long = max(2, min(12, shape.context_length // 2))
+    short = max(1, long // 3)
+    chunk, steps = 3, 4
+    if long + chunk + steps > shape.context_length:
+        chunk, steps = 1, max(1, shape.context_length - long - 1)
+    prompts = [rng.integers(0, shape.vocab_size, n) for n in (long, short)]
+    ids, mask, positions = left_pad(prompts, pad_id=0)
+    feeds = [(ids, mask, positions)]
+    for n in [chunk] + [1] * steps:
+        mask = np.concatenate([mask, np.ones((2, n), dtype=np.int64)], axis=1)
+        positions = positions[:, -1:] + 1 + np.arange(n)
+        feeds.append((rng.integers(0, shape.vocab_size, (2, n)), mask, positions))
+
+    worst = 0.0
+    cache_a, cache_b = original.empty_cache(2), fused.empty_cache(2)
+    for ids, mask, positions in feeds:
+        logits_a, cache_a = original.run(ids, mask, positions, cache_a)
+        logits_b, cache_b = fused.run(ids, mask, positions, cache_b)
+        real = mask[:, -ids.shape[1]:].astype(bool)  # (B, T): padding rows carry no meaning
+        worst = max(worst, float(np.abs(logits_a - logits_b)[real].max()))
+    tokens = [int(f[0].shape[1]) for f in feeds]
+    return {"max_abs_logit_diff": worst, "tolerance": TOLERANCE, "batch": 2,
+            "left_padding": long - short, "tokens_per_step": tokens}
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResult:
+    """Fuse, check and swap in the bundle's fp32 graph; a no-op if it is already optimised."""
+    bundle = Path(bundle_dir)
+    manifest = contract.read_manifest(bundle)
+    path = contract.verify_variant(bundle, manifest, VARIANT)  # missing or tampered: refused here
+    variant = manifest.variants[VARIANT]
+    record = manifest.provenance.get(RECORD)
+    if isinstance(record, dict) and record.get("sha256") == variant.sha256:
+        return OptimizeResult(bundle, False, record)
+
+    new_file = Path(variant.file).name.removesuffix(".onnx") + OPTIMIZED_SUFFIX  # never the current name
+    steps = tqdm(total=4, desc="optimize", unit="step", disable=quiet, file=sys.stderr,
+                 bar_format="{desc}: {n}/{total} {postfix} [{elapsed}]")
+    written: list[Path] = []
+    try:
+        steps.set_postfix_str("load")
+        model = onnx.load(str(path))
+        ops_before, size_before = op_counts(model), variant.size_bytes + variant.data_size_bytes
+        steps.update()
+
+        steps.set_postfix_str("fuse")
+        model, fusions = fuse(model, manifest.model)
+        attention_layers = fuse_attention.fused_layers(model, manifest.model)
+        steps.update()
+
+        steps.set_postfix_str("write")
+        written = graph.save(model, bundle / new_file, external_data=bool(variant.data_file) or None)
+        ops_after, gelu = op_counts(model), "/".join(sorted(gelu_forms(model)))
+        del model
+        steps.update()
+
+        steps.set_postfix_str("parity")
+        figures = parity(Decoder(path, manifest), Decoder(written[0], manifest))
+        if not figures["max_abs_logit_diff"] <= TOLERANCE:  # NaN fails too
+            raise UserError(
+                f"the optimised graph's logits differ from the original's by {figures['max_abs_logit_diff']:.2e} "
+                f"> {TOLERANCE:.0e}; the bundle is left unchanged: this is a gptedge bug, please report it"
+            )
+
+        new_variant = dataclasses.replace(variant, file=written[0].name, data_file=None, data_size_bytes=0, data_sha256="")
+        new_variant.size_bytes, new_variant.sha256 = contract.describe_file(bundle, written[0].name)
+        if len(written) > 1:
+            new_variant.data_file = written[1].name
+            new_variant.data_size_bytes, new_variant.data_sha256 = contract.describe_file(bundle, written[1].name)
+        record = {
+            "variant": VARIANT,
+            "file": new_variant.file,
+            "sha256": new_variant.sha256,
+            "from_file": variant.file,
+            "from_sha256": variant.sha256,
+            "size_bytes_before": size_before,
+            "size_bytes_after": new_variant.size_bytes + new_variant.data_size_bytes,
+            "fusions": fusions,
+            "attention": f"com.microsoft.MultiHeadAttention with past/present in {attention_layers} of "
+                         f"{manifest.model.n_layer} layers",
+            "gelu": gelu,
+            "ops_before": ops_before,
+            "ops_after": ops_after,
+            "parity": figures,
+            "tools": {name: metadata.version(name) for name in TOOLS},
+        }
+        old_files = [f for f in (variant.file, variant.data_file) if f]
+        manifest.variants[VARIANT] = new_variant
+        manifest.provenance[RECORD] = record
+        contract.write_manifest(bundle, manifest)  # the commit point
+        written = []
+        steps.set_postfix_str("done")
+        steps.update()
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise UserError(f"no space left on the device writing {bundle}: free some space and optimize again") from None
+        raise UserError(f"cannot write to {bundle} ({e.strerror or e}): check the folder and its permissions") from None
+    finally:
+        steps.close()
+        for f in written:  # not committed: the manifest never pointed at these
+            f.unlink(missing_ok=True)
+
+    still_used = {f for v in manifest.variants.values() for f in (v.file, v.data_file) if f}
+    for f in old_files:
+        if f not in still_used:
+            (bundle / f).unlink(missing_ok=True)
+    return OptimizeResult(bundle, True, record)
+
+
+def report(result: OptimizeResult) -> str:
+    """What the CLI prints: op counts before and after, the fusions, the parity and sizes."""
+    r = result.record
+    if not result.changed:
+        return (f"{result.bundle}: the fp32 graph ({r['file']}) is already optimised "
+                f"({r['attention']}); nothing to do")
+    before, after = r["ops_before"], r["ops_after"]
+    names = sorted(set(before) | set(after), key=lambda op: (-max(before.get(op, 0), after.get(op, 0)), op))
+    width = max(len(op) for op in names)
+    lines = [f"{'op type':{width}}  before  after"]
+    lines += [f"{op:{width}}  {before.get(op, 0):6d}  {after.get(op, 0):5d}" for op in names]
+    lines.append(f"{'total':{width}}  {sum(before.values()):6d}  {sum(after.values()):5d}")
+    fusions = ", ".join(f"{name} x{n}" for name, n in r["fusions"].items())
+    lines += [
+        f"fusions: {fusions}",
+        f"attention: {r['attention']}",
+        f"gelu: {r['gelu']} (unchanged)",
+        f"parity vs the original graph: max |logit diff| {r['parity']['max_abs_logit_diff']:.1e} "
+        f"<= {r['parity']['tolerance']:.0e} (left-padded batch, zero-length past, chunk, decode steps)",
+        f"size: {r['size_bytes_before'] / 1e6:.2f} MB -> {r['size_bytes_after'] / 1e6:.2f} MB",
+        f"wrote {result.bundle / r['file']} (fp32 variant; {r['from_file']} removed)",
+    ]
+    return "\n".join(lines)

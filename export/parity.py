@@ -1,0 +1,177 @@
+"""The parity gate: proof that an exported graph behaves like the PyTorch model it came from.
+
+Four checks on held-out text, all on onnxruntime's CPU provider:
+
+(a) prefill: the logits of a full context window, onnxruntime vs PyTorch, max |diff| <= TOLERANCE;
+(b) greedy: GREEDY_TOKENS tokens generated through the KV cache by the runtime (the same code users
+    run) are identical to PyTorch's greedy tokens (``train.sample.greedy``);
+(c) cache: in onnxruntime alone, feeding tokens one at a time through the cache, starting from a
+    zero-length past, gives the logits of one full pass without a cache;
+(d) batch: a left-padded batch of three prompts of different lengths, then a few cached decode
+    steps, gives each row the logits that row gets alone (batch 3 vs batch 1).
+
+(a) and (b) need the PyTorch model; (c) and (d) test the graph on its own, so ``gptedge verify``
+runs them on any bundle. The figures go into the manifest; a failed check is a UserError with all
+figures on one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gptedge.errors import UserError
+from gptedge.runtime import contract
+from gptedge.runtime.session import Decoder
+
+TOLERANCE = 1e-4  # max |logit difference|; fp32 graphs land near 1e-6
+GREEDY_TOKENS = 64
+GREEDY_PROMPT_TOKENS = 16
+CACHE_TOKENS = 32
+BATCH_PROMPT_LENGTHS = (12, 7, 3)  # all different, so rows carry 0, 5 and 9 pads
+BATCH_DECODE_STEPS = 4
+
+
+def _feed(ids: np.ndarray, past: int) -> tuple[np.ndarray, np.ndarray]:
+    """attention_mask (B, P + T) of ones and position_ids (B, T) counting on from the past."""
+    B, T = ids.shape
+    return np.ones((B, past + T), dtype=np.int64), np.tile(np.arange(past, past + T, dtype=np.int64), (B, 1))
+
+
+def left_pad(prompts: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """input_ids, attention_mask and position_ids (each (B, T)) for prompts padded on the left.
+    Positions count real tokens only, so a row's tokens sit at the positions they have alone."""
+    T = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), T), pad_id, dtype=np.int64)
+    mask = np.zeros((len(prompts), T), dtype=np.int64)
+    for row, p in enumerate(prompts):
+        ids[row, T - len(p):] = p
+        mask[row, T - len(p):] = 1
+    positions = np.clip(mask.cumsum(-1) - 1, 0, None)
+    return ids, mask, positions
+
+
+def check_cache(decoder: Decoder, tokens: np.ndarray) -> dict[str, Any]:
+    """(c): one token at a time through the cache, from a zero-length past, vs one full pass."""
+    n = min(CACHE_TOKENS, decoder.shape.context_length, len(tokens))
+    ids = tokens[None, :n]  # (1, n)
+    full, _ = decoder.run(ids, *_feed(ids, 0), decoder.empty_cache(1))  # (1, n, V)
+    cache, steps = decoder.empty_cache(1), []
+    for t in range(n):  # past t, sequence 1
+        step, cache = decoder.run(ids[:, t : t + 1], *_feed(ids[:, t : t + 1], t), cache)
+        steps.append(step)
+    return {"tokens": n, "max_abs_diff": float(np.abs(np.concatenate(steps, axis=1) - full).max())}
+
+
+def check_batch(decoder: Decoder, tokens: np.ndarray, pad_id: int) -> dict[str, Any]:
+    """(d): a left-padded batch of 3 then cached decode steps (the text's next tokens) vs each row alone."""
+    lengths = [min(L, decoder.shape.context_length - BATCH_DECODE_STEPS) for L in BATCH_PROMPT_LENGTHS]
+    span = max(lengths) + BATCH_DECODE_STEPS
+    rows = [tokens[i * span : i * span + L + BATCH_DECODE_STEPS] for i, L in enumerate(lengths)]
+    if any(len(r) < L + BATCH_DECODE_STEPS for r, L in zip(rows, lengths)):
+        raise UserError(f"the parity text has {len(tokens)} tokens, the batch check needs {3 * span}: give a longer --text")
+
+    def run(prompts: list[np.ndarray], continuations: np.ndarray) -> list[np.ndarray]:
+        """Logits per step: the prefill's (B, T, V), then (B, 1, V) per decode step."""
+        ids, mask, positions = left_pad(prompts, pad_id)
+        logits, cache = decoder.run(ids, mask, positions, decoder.empty_cache(len(prompts)))
+        out = [logits]
+        for s in range(continuations.shape[1]):
+            mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
+            positions = positions[:, -1:] + 1
+            logits, cache = decoder.run(continuations[:, s : s + 1], mask, positions, cache)
+            out.append(logits)
+        return out
+
+    prompts = [r[:L] for r, L in zip(rows, lengths)]
+    continuations = np.stack([r[L:] for r, L in zip(rows, lengths)])  # (3, steps)
+    batched = run(prompts, continuations)
+    worst = 0.0
+    for row, prompt in enumerate(prompts):
+        alone = run([prompt], continuations[row : row + 1])
+        worst = max(worst, float(np.abs(batched[0][row, -len(prompt):] - alone[0][0]).max()))
+        for b, a in zip(batched[1:], alone[1:]):
+            worst = max(worst, float(np.abs(b[row] - a[0]).max()))
+    return {"prompt_tokens": lengths, "decode_steps": BATCH_DECODE_STEPS, "max_abs_diff": worst}
+
+
+def check_prefill(model: Any, decoder: Decoder, tokens: np.ndarray) -> dict[str, Any]:
+    """(a): a full context window (or all the text) through both, logits compared."""
+    import torch
+
+    n = min(decoder.shape.context_length, len(tokens))
+    ids = tokens[None, :n]
+    mask, positions = _feed(ids, 0)
+    ours, _ = decoder.run(ids, mask, positions, decoder.empty_cache(1))
+    with torch.inference_mode():
+        theirs, _ = model(torch.from_numpy(ids), position_ids=torch.from_numpy(positions),
+                          attention_mask=torch.from_numpy(mask))
+    return {"tokens": n, "max_abs_diff": float(np.abs(ours - theirs.numpy()).max())}
+
+
+def check_greedy(model: Any, bundle_dir: str | Path, tokens: np.ndarray) -> dict[str, Any]:
+    """(b): the runtime's greedy generation (``gptedge.runtime.load(...).generate``, the code users
+    run) vs ``train.sample.greedy``, token for token, past the end-of-text token if it comes."""
+    from gptedge import runtime
+    from gptedge.train.sample import greedy
+
+    prompt = [int(t) for t in tokens[:GREEDY_PROMPT_TOKENS]]
+    n = min(GREEDY_TOKENS, model.config.context_length - len(prompt))
+    theirs = greedy(model, prompt, n)
+    generator = runtime.load(bundle_dir, variant="fp32", provider="cpu")
+    ours = generator.generate(prompt, max_new_tokens=n, temperature=0.0, ignore_eos=True).token_ids
+    first_diff = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
+    if first_diff is None and len(ours) != len(theirs):
+        first_diff = min(len(ours), len(theirs))
+    return {"prompt_tokens": len(prompt), "new_tokens": n, "identical": first_diff is None,
+            "first_difference": first_diff}
+
+
+def run_gate(
+    bundle_dir: str | Path,
+    text_description: str,
+    tokens: np.ndarray,
+    model: Any | None = None,
+) -> dict[str, Any]:
+    """Run the checks on the bundle's fp32 variant; return the figures or raise a UserError.
+
+    ``model`` (a GPT in eval mode) enables the checks against PyTorch."""
+    manifest = contract.read_bundle(bundle_dir)
+    decoder = Decoder(contract.verify_variant(bundle_dir, manifest, "fp32"), manifest)
+    figures: dict[str, Any] = {"text": text_description, "tolerance": TOLERANCE}
+    if model is not None:
+        figures["prefill"] = check_prefill(model, decoder, tokens)
+        figures["greedy"] = check_greedy(model, bundle_dir, tokens)
+    figures["cache"] = check_cache(decoder, tokens)
+    figures["batch"] = check_batch(decoder, tokens, manifest.pad_token_id)
+    failures = failed_checks(figures)
+    figures["passed"] = not failures
+    if failures:
+        raise UserError(f"parity gate failed: {'; '.join(failures)}; all figures: {summary(figures)}")
+    return figures
+
+
+def failed_checks(figures: dict[str, Any]) -> list[str]:
+    out = []
+    for check in ("prefill", "cache", "batch"):
+        if check in figures and not figures[check]["max_abs_diff"] <= TOLERANCE:  # NaN fails too
+            out.append(f"{check} max |diff| {figures[check]['max_abs_diff']:.2e} > {TOLERANCE:.0e}")
+    greedy = figures.get("greedy")
+    if greedy and not greedy["identical"]:
+        out.append(f"greedy tokens differ from PyTorch's at token {greedy['first_difference']} of {greedy['new_tokens']}")
+    return out
+
+
+def summary(figures: dict[str, Any]) -> str:
+    """One line of the figures, for the terminal and for error messages."""
+    parts = []
+    if "prefill" in figures:
+        parts.append(f"prefill {figures['prefill']['tokens']} tok max|diff| {figures['prefill']['max_abs_diff']:.1e}")
+    if "greedy" in figures:
+        g = figures["greedy"]
+        parts.append(f"greedy {g['new_tokens']} tok {'identical' if g['identical'] else 'DIFFERENT'}")
+    parts.append(f"cache vs full {figures['cache']['tokens']} tok max|diff| {figures['cache']['max_abs_diff']:.1e}")
+    parts.append(f"batch 3 vs 1 max|diff| {figures['batch']['max_abs_diff']:.1e}")
+    return ", ".join(parts)

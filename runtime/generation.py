@@ -1,0 +1,291 @@
+"""The generation loop: prefill, then one token per step through the KV cache, for a batch of rows.
+
+Shapes: B rows, V vocabulary, C the model's context length (its learned position table).
+
+Batches are left-padded: every row's last token sits in the last column, so one (B, V) slice of the
+logits serves all rows. ``attention_mask`` marks the padding with 0, ``position_ids`` count each
+row's real tokens from 0, so a padded row computes what it would compute alone. Each row stops on
+its own (end-of-text token, a stop string, max_new_tokens); a finished row rides along in the batch,
+its output ignored, until the next re-prefill drops it.
+
+Context overflow. The model has learned absolute positions 0..C-1, so a cached key is tied to the
+position it was computed at: dropping the oldest token cannot be done by shifting the cache, every
+remaining token would need new positions and so new keys and values. The loop therefore keeps a
+window and recomputes it: when a row's next token would need position C, the row keeps its last
+W = C - C // 4 tokens and the batch is re-prefilled from positions 0. The next C // 4 tokens then
+decode through the cache again, so the re-prefill (one batched forward over W tokens, about as
+costly as a handful of decode steps) happens once every C // 4 tokens instead of on every token,
+which a one-token slide would need. Everything generated after a slide is exactly what the model
+computes for the window (tests compare it with a fresh forward over the same window). A prompt
+longer than the context keeps its last W tokens, with a warning.
+
+Prefill runs in chunks of at most ``PREFILL_LOGITS`` logits (B x chunk x V floats), so a long
+prompt with a 50 K vocabulary does not materialise hundreds of MB of logits nobody reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from gptedge.errors import UserError
+from gptedge.runtime.sampling import Sampler
+from gptedge.runtime.session import Cache, Decoder
+from gptedge.runtime.text import StopStrings, StreamDecoder
+
+STOP_REASONS = ("eos", "stop", "length")
+PREFILL_LOGITS = 8 * 1024 * 1024  # floats of logits per prefill chunk (32 MB)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to generate. A bundle's manifest ``sampling`` dict sets its defaults; calls override
+    single fields. ``temperature`` 0 is greedy; ``top_k`` 0 and ``top_p`` 1.0 switch those off."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0
+    seed: int | None = None  # None: a fresh random seed per call
+    stop: tuple[str, ...] = ()  # strings that end generation; trimmed from the text
+    ignore_eos: bool = False  # keep going past the end-of-text token (exactly max_new_tokens)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        self._check()
+
+    def replace(self, **overrides: Any) -> "GenerationSettings":
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise UserError(
+                f"unknown generation setting {', '.join(sorted(unknown))}: use "
+                f"{', '.join(f.name for f in dataclasses.fields(self))}"
+            )
+        return dataclasses.replace(self, **overrides)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GenerationSettings":
+        """Settings from a manifest's ``sampling`` dict (keys it does not know are ignored, so a
+        newer exporter's extra hints do not break an older runtime)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def _check(self) -> None:
+        def bad(name: str, rule: str) -> UserError:
+            return UserError(f"{name}={getattr(self, name)!r} is invalid: use {rule}")
+
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 0:
+            raise bad("max_new_tokens", "a whole number >= 0")
+        if not _is_number(self.temperature) or self.temperature < 0:
+            raise bad("temperature", "a number >= 0 (0 is greedy)")
+        if not _is_int(self.top_k) or self.top_k < 0:
+            raise bad("top_k", "a whole number >= 0 (0 switches it off)")
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise bad("top_p", "a number in (0, 1] (1 switches it off)")
+        if not _is_number(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise bad("repetition_penalty", "a number > 0 (1 switches it off)")
+        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+            raise bad("seed", "a whole number >= 0, or none")
+        if not all(isinstance(s, str) for s in self.stop):
+            raise bad("stop", "a list of strings")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.number)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]  # every generated token, the end-of-text token included when it ended the row
+    stop_reason: str  # "eos", "stop" or "length"
+    prompt_tokens: int  # after cutting an over-long prompt to the window
+    ttft_s: float  # from the call to the first generated token (tokenizing and prefill included)
+    tokens_per_s: float  # decode speed after the first token (0.0 with fewer than two tokens)
+    decode_s: float  # from the first generated token to the last
+    onnx_decode_s: float  # of decode_s, the time inside onnxruntime (shared by a batch's rows)
+    slides: int = 0  # re-prefills of the window after reaching the context length
+
+    @property
+    def overhead_s_per_token(self) -> float:
+        """Python time per decoded token: the loop minus onnxruntime (sampling, bookkeeping)."""
+        n = len(self.token_ids) - 1
+        return (self.decode_s - self.onnx_decode_s) / n if n > 0 else 0.0
+
+
+@dataclass
+class Row:
+    """One prompt's state while it generates."""
+
+    tokens: list[int]  # the window the model sees: prompt + generated, cut on each slide
+    prompt_tokens: int
+    detokenizer: StreamDecoder
+    stops: StopStrings
+    generated: list[int] = field(default_factory=list)
+    stop_reason: str | None = None
+    first_at: float = 0.0
+    last_at: float = 0.0
+    onnx_at_first: float = 0.0
+    onnx_at_last: float = 0.0
+    slides: int = 0  # times the window was cut to fit the context
+
+    @property
+    def done(self) -> bool:
+        return self.stop_reason is not None
+
+    def push(self, token: int, settings: GenerationSettings, eos_id: int) -> str:
+        """Take one generated token; return the text that became showable (maybe empty)."""
+        self.generated.append(token)
+        self.tokens.append(token)
+        if token == eos_id and not settings.ignore_eos:
+            return self._finish("eos")
+        shown, stopped = self.stops.feed(self.detokenizer.push(token))
+        if stopped:
+            self.stop_reason = "stop"
+            return shown
+        if len(self.generated) >= settings.max_new_tokens:
+            return shown + self._finish("length")
+        return shown
+
+    def _finish(self, reason: str) -> str:
+        shown, stopped = self.stops.feed(self.detokenizer.flush())
+        self.stop_reason = "stop" if stopped else reason
+        return shown if stopped else shown + self.stops.finish()
+
+    def result(self, started: float) -> GenerationResult:
+        n = len(self.generated)
+        decode_s = self.last_at - self.first_at
+        return GenerationResult(
+            text=self.stops.text,
+            token_ids=list(self.generated),
+            stop_reason=self.stop_reason or "length",
+            prompt_tokens=self.prompt_tokens,
+            ttft_s=self.first_at - started if n else 0.0,
+            tokens_per_s=(n - 1) / decode_s if n > 1 and decode_s > 0 else 0.0,
+            decode_s=decode_s,
+            onnx_decode_s=self.onnx_at_last - self.onnx_at_first,
+            slides=self.slides,
+        )
+
+
+class Batch:
+    """The rows currently in the KV cache, with their cache, mask and positions."""
+
+    def __init__(self, decoder: Decoder, rows: list[Row], pad_id: int) -> None:
+        """Prefill: left-pad the rows' tokens into one (B, width) batch and run it through the model."""
+        self.decoder = decoder
+        self.rows = rows
+        C = decoder.shape.context_length
+        B, width = len(rows), max(len(r.tokens) for r in rows)
+        ids = np.full((B, width), pad_id, dtype=np.int64)
+        self.mask = np.zeros((B, C), dtype=np.int64)  # columns 0..width-1 in use, grows to C
+        positions = np.zeros((B, width), dtype=np.int64)
+        for b, row in enumerate(rows):
+            n = len(row.tokens)
+            ids[b, width - n :] = row.tokens
+            self.mask[b, width - n : width] = 1
+            positions[b, width - n :] = np.arange(n)
+        cache: Cache = decoder.empty_cache(B)
+        chunk = max(1, PREFILL_LOGITS // (B * decoder.shape.vocab_size))
+        for start in range(0, width, chunk):
+            end = min(width, start + chunk)
+            logits, cache = decoder.run(ids[:, start:end], self.mask[:, :end], positions[:, start:end], cache)
+        self.cache = cache
+        self.logits = logits[:, -1, :]  # (B, V): every row's last token is in the last column
+        self.width = width  # cache length, padding included
+        self.next_position = np.array([len(r.tokens) for r in rows], dtype=np.int64)  # (B,)
+        self.running = np.ones(B, dtype=np.int64)  # 1 while the row generates, 0 once done
+
+    @property
+    def full(self) -> bool:
+        """The next token would need cache slot C: time to re-prefill."""
+        return self.width >= self.decoder.shape.context_length
+
+    def finished(self, b: int) -> None:
+        """Row b is done: it keeps a valid position from now on and no longer advances."""
+        self.running[b] = 0
+        self.next_position[b] = 0
+
+    def step(self, tokens: np.ndarray) -> None:
+        """Feed one token per row, (B,), at each row's next position."""
+        self.mask[:, self.width] = 1
+        self.width += 1
+        logits, self.cache = self.decoder.run(
+            tokens[:, None], self.mask[:, : self.width], self.next_position[:, None], self.cache
+        )
+        self.next_position += self.running
+        self.logits = logits[:, -1, :]
+
+
+def seen_tokens(rows: list[Row], vocab_size: int) -> np.ndarray:
+    """(B, V) bool: which tokens each row's window holds, for the repetition penalty."""
+    seen = np.zeros((len(rows), vocab_size), dtype=bool)
+    for b, row in enumerate(rows):
+        seen[b, row.tokens] = True
+    return seen
+
+
+def window(tokens: list[int], context_length: int) -> list[int]:
+    """The tokens a row keeps when they no longer fit in the context: the last W = C - C // 4."""
+    if len(tokens) <= context_length:
+        return tokens
+    return tokens[-(context_length - context_length // 4) :]
+
+
+def run(
+    decoder: Decoder, rows: list[Row], settings: GenerationSettings, eos_id: int, pad_id: int
+) -> Iterator[tuple[int, str]]:
+    """Generate for all rows; yield (row index, text piece) as text becomes showable.
+
+    When it returns, every row is done (``Row.result`` gives its figures). ``Row.tokens`` must
+    already fit the context (see ``window``)."""
+    C, V = decoder.shape.context_length, decoder.shape.vocab_size
+    sampler = Sampler(
+        settings.temperature, settings.top_k, settings.top_p, settings.repetition_penalty, settings.seed
+    )
+    index = {id(row): i for i, row in enumerate(rows)}
+    batch = Batch(decoder, rows, pad_id)
+    seen = seen_tokens(batch.rows, V) if sampler.needs_history else None
+    while True:
+        tokens = sampler(batch.logits, seen)  # (B,)
+        now, onnx_now = time.perf_counter(), decoder.run_seconds
+        for b, row in enumerate(batch.rows):
+            if row.done:
+                continue
+            token = int(tokens[b])
+            if not row.generated:
+                row.first_at, row.onnx_at_first = now, onnx_now
+            row.last_at, row.onnx_at_last = now, onnx_now
+            piece = row.push(token, settings, eos_id)
+            if seen is not None:
+                seen[b, token] = True
+            if row.done:
+                batch.finished(b)
+            if piece:
+                yield index[id(row)], piece
+        if not batch.running.any():
+            break
+        if batch.full:
+            live = [r for r in batch.rows if not r.done]
+            for row in live:
+                if len(row.tokens) > C:
+                    row.tokens = window(row.tokens, C)
+                    row.slides += 1
+            batch = Batch(decoder, live, pad_id)
+            seen = seen_tokens(batch.rows, V) if seen is not None else None
+        else:
+            batch.step(tokens)
+

@@ -1,0 +1,192 @@
+"""``load`` a bundle and ``generate`` or ``stream`` text from it: the runtime's public face.
+
+    model = gptedge.runtime.load("bundle/", variant="auto", provider="auto", threads=None)
+    print(model.generate("Once upon a time", max_new_tokens=50).text)
+    for piece in model.stream("The meaning of", temperature=0):
+        print(piece, end="", flush=True)
+
+A prompt is a string or a list of token ids; a list of prompts is a batch. Sessions are kept per
+(variant file, provider, threads, optimization level), so loading the same variant again reuses
+the onnxruntime session instead of building another copy of the weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence, Union
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from gptedge.errors import UserError
+from gptedge.runtime import contract, generation, providers
+from gptedge.runtime.generation import GenerationResult, GenerationSettings, Row
+from gptedge.runtime.session import Decoder
+from gptedge.runtime.text import StopStrings, StreamDecoder, token_bytes
+
+log = logging.getLogger("gptedge.runtime")
+
+Prompt = Union[str, Sequence[int]]
+_DECODERS: dict[tuple, Decoder] = {}
+
+
+def load(
+    bundle_dir: str | Path,
+    variant: str = "auto",
+    provider: str = "auto",
+    threads: int | None = None,
+    optimization: str = "all",
+) -> "Model":
+    """Open a bundle for generation on the best (or the named) execution provider.
+
+    ``variant`` names an entry of the manifest's variants, ``provider`` a short provider name
+    ("cpu", "cuda", ...; see ``gptedge.runtime.providers``); "auto" picks, and the choice is logged
+    and kept in ``model.variant`` / ``model.provider``. ``threads`` sets onnxruntime's intra-op
+    threads (None: one per physical core). The variant's file is checked against its sha256 when
+    its session is first created.
+    """
+    bundle_dir = Path(bundle_dir)
+    manifest = contract.read_manifest(bundle_dir)
+    name, chosen = providers.choose(manifest, variant, provider)
+    entry = manifest.variants[name]
+    path = bundle_dir / entry.file
+    stat = path.stat() if path.is_file() else None
+    key = (str(path.resolve()), stat and stat.st_mtime_ns, stat and stat.st_size, chosen.name, threads, optimization)
+    decoder = _DECODERS.get(key)
+    if decoder is None:
+        contract.verify_variant(bundle_dir, manifest, name)
+        decoder = Decoder(
+            path,
+            manifest,
+            providers=providers.ep_list(chosen),
+            options=providers.session_options(threads, optimization),
+            cache_dtype=entry.cache_dtype,
+            device=chosen.device,
+        )
+        _DECODERS[key] = decoder
+    tokenizer = Tokenizer.from_file(str(bundle_dir / contract.TOKENIZER_FILE))
+    if tokenizer.get_vocab_size() > manifest.model.vocab_size:
+        raise UserError(
+            f"the bundle's tokenizer has {tokenizer.get_vocab_size()} tokens but the model only "
+            f"{manifest.model.vocab_size}: the bundle mixes files of different models; re-export it"
+        )
+    model = Model(decoder, tokenizer, manifest, name, chosen.name)
+    log.info("gptedge.runtime: %s", model.describe())
+    return model
+
+
+@dataclass
+class Model:
+    decoder: Decoder
+    tokenizer: Tokenizer
+    manifest: contract.Manifest
+    variant: str  # the variant chosen (its manifest key)
+    provider: str  # the provider's short name
+    settings: GenerationSettings = field(init=False)  # defaults from the manifest's sampling dict
+
+    def __post_init__(self) -> None:
+        self.settings = GenerationSettings.from_dict(self.manifest.sampling)
+        self._table = token_bytes(self.tokenizer, self.manifest.model.vocab_size)
+
+    @property
+    def context_length(self) -> int:
+        return self.manifest.model.context_length
+
+    def describe(self) -> str:
+        v = self.manifest.variants[self.variant]
+        return f"variant {self.variant!r} ({v.precision}, {v.file}) on {self.provider}"
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids))
+
+    def generate(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        settings: GenerationSettings | None = None,
+        **overrides: Any,
+    ) -> GenerationResult | list[GenerationResult]:
+        """Generate for one prompt (a result) or a list of prompts (a list, one batch, in order).
+
+        ``settings`` replaces the bundle's defaults; keyword overrides change single fields,
+        e.g. ``generate("Hi", temperature=0, max_new_tokens=20)``."""
+        single = isinstance(prompts, str) or _is_token_list(prompts)
+        batch = [prompts] if single else list(prompts)
+        settings = self._settings(settings, overrides)
+        started = time.perf_counter()
+        rows = [self._row(p, settings) for p in batch]
+        for _ in self._run(rows, settings):
+            pass
+        results = [row.result(started) for row in rows]
+        return results[0] if single else results
+
+    def stream(self, prompt: Prompt, settings: GenerationSettings | None = None, **overrides: Any) -> "TextStream":
+        """Iterate over text pieces as they are generated; ``.result`` holds the full result after."""
+        return TextStream(self, prompt, self._settings(settings, overrides))
+
+    def _settings(self, settings: GenerationSettings | None, overrides: dict[str, Any]) -> GenerationSettings:
+        return (settings or self.settings).replace(**overrides)
+
+    def _run(self, rows: list[Row], settings: GenerationSettings) -> Iterator[tuple[int, str]]:
+        if rows and settings.max_new_tokens > 0:
+            m = self.manifest
+            yield from generation.run(self.decoder, rows, settings, m.eos_token_id, m.pad_token_id)
+
+    def _row(self, prompt: Prompt, settings: GenerationSettings) -> Row:
+        if isinstance(prompt, str):
+            ids = self.encode(prompt)
+        elif _is_token_list(prompt):
+            ids = [int(t) for t in prompt]
+            V = self.manifest.model.vocab_size
+            if any(not 0 <= t < V for t in ids):
+                raise UserError(f"prompt token ids must be in 0..{V - 1} for this model: check the ids")
+        else:
+            raise UserError(f"a prompt must be a string or a list of token ids, not {type(prompt).__name__}")
+        if not ids:  # an empty prompt starts a new document, as in training
+            ids = [self.manifest.eos_token_id]
+        window = generation.window(ids, self.context_length)
+        if len(window) < len(ids):
+            warnings.warn(
+                f"prompt has {len(ids)} tokens, more than the context of {self.context_length}: "
+                f"keeping its last {len(window)}",
+                stacklevel=4,
+            )
+        return Row(
+            tokens=list(window),
+            prompt_tokens=len(window),
+            detokenizer=StreamDecoder(self._table),
+            stops=StopStrings(settings.stop),
+        )
+
+
+class TextStream:
+    """The pieces of one generation, produced lazily as the loop runs."""
+
+    def __init__(self, model: Model, prompt: Prompt, settings: GenerationSettings) -> None:
+        self._model, self._prompt, self._settings = model, prompt, settings
+        self.result: GenerationResult | None = None  # set when the stream is exhausted
+
+    def __iter__(self) -> Iterator[str]:
+        m = self._model
+        started = time.perf_counter()
+        row = m._row(self._prompt, self._settings)
+        for _, piece in m._run([row], self._settings):
+            yield piece
+        self.result = row.result(started)
+
+
+def _is_token_list(x: Any) -> bool:
+    """A prompt given as token ids: a non-empty list/tuple of ints, or a 1-D integer array."""
+    if isinstance(x, np.ndarray):
+        return x.ndim == 1 and np.issubdtype(x.dtype, np.integer)
+    return (
+        isinstance(x, (list, tuple))
+        and len(x) > 0
+        and all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in x)
+    )

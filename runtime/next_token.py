@@ -1,0 +1,81 @@
+"""What the model thinks comes next: its probability for every token, before any sampling choice.
+
+A GPT "assigns each word in our vocabulary a probability, and we then pick the winner". Generation
+hides that step behind temperature, top-k and top-p; these functions show it raw (softmax of the
+logits at temperature 1), for the demo's "next word" view:
+
+- ``next_token_candidates``: the k most likely next tokens after some text;
+- ``token_probabilities``: how likely the model found each token of a sequence, given the tokens
+  before it (a teacher-forced pass: all positions in one run, no sampling).
+
+Both run the shared ``Decoder`` with an empty cache (one prefill), so they work with every variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from gptedge.errors import UserError
+from gptedge.runtime.session import Decoder
+
+
+@dataclass(frozen=True)
+class Candidate:
+    token_id: int
+    text: str  # the token decoded on its own ("\ufffd" for a part of a multi-byte character)
+    probability: float
+
+
+def _logits(decoder: Decoder, ids: Sequence[int]) -> np.ndarray:
+    """Logits (T, V) of one window of at most context_length tokens, positions from 0."""
+    x = np.asarray(ids, dtype=np.int64)[None, :]  # (1, T)
+    T = x.shape[1]
+    mask = np.ones((1, T), dtype=np.int64)
+    positions = np.arange(T, dtype=np.int64)[None, :]
+    logits, _ = decoder.run(x, mask, positions, decoder.empty_cache(1))
+    return logits[0].astype(np.float64)  # (T, V); fp16 variants give float16
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def next_token_candidates(decoder: Decoder, tokenizer: Tokenizer, ids: Sequence[int], k: int = 10) -> list[Candidate]:
+    """The k most likely tokens to follow ``ids`` (the last context_length of them), most likely first."""
+    if not len(ids):
+        raise UserError("the text is empty: give at least one token to predict the next one")
+    window = list(ids)[-decoder.shape.context_length :]
+    probs = _softmax(_logits(decoder, window)[-1])  # (V,)
+    k = min(k, probs.shape[0])
+    top = np.argpartition(-probs, k - 1)[:k]
+    top = top[np.argsort(-probs[top])]
+    return [Candidate(int(i), tokenizer.decode([int(i)], skip_special_tokens=False), float(probs[i])) for i in top]
+
+
+def token_probabilities(decoder: Decoder, ids: Sequence[int], start: int) -> np.ndarray:
+    """Probability of ``ids[i]`` given the tokens before it, for each i in [start, len(ids)).
+
+    A sequence longer than the context is scored in overlapping windows: each window restarts at
+    position 0 (learned absolute positions) and keeps at least half a context of history for every
+    token it scores, the same kind of window the generator slides when it runs out of context.
+    """
+    n, C = len(ids), decoder.shape.context_length
+    if not 1 <= start <= n:
+        raise ValueError(f"start={start} must be in [1, {n}]: the first token has no prediction")
+    out = np.empty(n - start, dtype=np.float64)
+    lo, first = max(0, min(start - C // 2, n - C)), start  # window ids[lo:hi] scores targets first..hi-1
+    while first < n:
+        hi = min(n, lo + C)
+        window = np.asarray(ids[lo:hi], dtype=np.int64)
+        probs = _softmax(_logits(decoder, window))  # (hi - lo, V): row j predicts ids[lo + j + 1]
+        targets = np.arange(first, hi)
+        out[first - start : hi - start] = probs[targets - lo - 1, window[targets - lo]]
+        first = hi
+        lo = hi - C // 2
+    return out

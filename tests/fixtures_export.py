@@ -1,0 +1,22 @@
+"""The exported bundle of the shared test model, made once per test session by the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def export_checkpoint(trained_checkpoint) -> Path:
+    """The checkpoint the shared bundle is exported from: the shared trained test model."""
+    return trained_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, export_checkpoint) -> Path:
+    from gptedge.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    assert main(["export", str(export_checkpoint), str(out), "--quiet"]) == 0
+    return out

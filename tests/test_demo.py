@@ -1,0 +1,125 @@
+"""The demo page served for real on a localhost port and driven through gradio_client, as any API
+user would; its answers are checked against the runtime called directly."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from gradio_client import Client
+
+import gptedge.runtime
+from gptedge.cli import main
+from gptedge.demo import views
+from gptedge.demo.models import MAX_PROMPT_CHARS, check_prompt, settings_from_page
+from gptedge.errors import UserError
+from gptedge.runtime.next_token import next_token_candidates
+
+PROMPT = "The for statement is used to"
+
+
+@pytest.fixture(scope="module")
+def client(demo_server) -> Client:
+    return Client(demo_server.url, verbose=False)
+
+
+def generate(client, prompt, variant, *, temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.0,
+             max_new_tokens=16, seed=-1, stop=""):
+    """Every update the page streamed for one request, the last one complete."""
+    job = client.submit(prompt, variant, "cpu", temperature, top_k, top_p, repetition_penalty, max_new_tokens,
+                        seed, stop, api_name="/generate")
+    job.result()
+    return job.outputs()
+
+
+def test_streams_greedy_answer_of_the_chosen_variant(client, demo_server):
+    direct = {name: gptedge.runtime.load(demo_server.bundle, variant=name, provider="cpu")
+              .generate(PROMPT, temperature=0, max_new_tokens=24) for name in ("int8", "fp32")}
+    for variant in ("int8", "fp32", "int8"):  # switched live, and back
+        updates = generate(client, PROMPT, variant, temperature=0, max_new_tokens=24)
+        text, stats, bars, tokens = updates[-1]
+        want = direct[variant]
+        assert text == want.text
+        streamed = [u[0] for u in updates[1:-1]]
+        assert len(streamed) >= 3, "the answer arrived in one piece, not streamed"
+        assert all(want.text.startswith(s) for s in streamed)
+        assert len(set(streamed)) == len(streamed)  # each update adds text
+        assert f"{len(want.token_ids)} tokens" in stats and "tokens/s" in stats and "time to first token" in stats
+        assert f"{variant} on cpu" in stats
+        assert views.STOP_REASONS[want.stop_reason] in stats
+        assert tokens.count('class="tok"') == len(want.token_ids)
+        assert len(bars["confidences"]) == 10
+    assert demo_server.pool.get("int8", "cpu") is demo_server.pool.get("int8", "cpu")  # kept, not reloaded
+
+
+def test_sampling_settings_reach_the_runtime(client, demo_server):
+    settings = dict(temperature=1.3, top_k=20, top_p=0.9, repetition_penalty=1.3, max_new_tokens=40, seed=7)
+    text = generate(client, PROMPT, "int8", **settings, stop="\\n\nzzz")[-1][0]
+    want = gptedge.runtime.load(demo_server.bundle, variant="int8", provider="cpu").generate(
+        PROMPT, **settings, stop=["\n", "zzz"])
+    assert text == want.text
+    assert "\n" not in text
+    other_seed = generate(client, PROMPT, "int8", **{**settings, "seed": 8}, stop="\\n\nzzz")[-1][0]
+    again = generate(client, PROMPT, "int8", **settings, stop="\\n\nzzz")[-1][0]
+    assert again == text and other_seed != text
+
+
+def test_next_word_bars_are_the_models_top_tokens(client, demo_server):
+    label = client.predict(PROMPT, "fp32", "cpu", api_name="/next_word")
+    model = gptedge.runtime.load(demo_server.bundle, variant="fp32", provider="cpu")
+    want = next_token_candidates(model.decoder, model.tokenizer, model.encode(PROMPT), k=10)
+    got = label["confidences"]
+    assert [c["label"] for c in got] == list(views.candidate_bars(want))
+    assert [c["confidence"] for c in got] == pytest.approx([c.probability for c in want])
+
+
+@pytest.mark.parametrize("prompt, message", [("   ", "the prompt is empty"),
+                                             ("x" * (MAX_PROMPT_CHARS + 1), "more than the 2,000 this page accepts")])
+def test_bad_prompts_are_messages_not_errors(client, prompt, message):
+    *_, (text, stats, bars, tokens) = generate(client, prompt, "fp32")
+    assert stats.startswith("⚠") and message in stats
+
+
+def test_page_settings_are_checked():
+    s = settings_from_page(0.5, 10, 0.9, 1.1, 30, -1, "\\n\nEND\n")
+    assert s.stop == ("\n", "END") and s.seed is None and s.max_new_tokens == 30
+    assert settings_from_page(0.5, 10, 0.9, 1.1, 30, 3, "").seed == 3
+    with pytest.raises(UserError, match="max new tokens"):
+        settings_from_page(0.5, 10, 0.9, 1.1, 100_000, -1, "")
+    with pytest.raises(UserError, match="empty"):
+        check_prompt("")
+
+
+def test_demo_command_without_a_bundle(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run gptedge build first" in err and "\n" not in err
+    assert main(["demo", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not exist" in err and "\n" not in err
+
+
+def test_page_works_where_importing_torch_fails(demo_bundle):
+    """The demo runs on a device with onnxruntime and gradio only: no torch, onnx or gptedge.train/export."""
+    script = textwrap.dedent(f"""
+        import sys
+        class Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "onnx", "onnxscript"):
+                    raise ImportError("this test forbids importing " + name)
+        sys.meta_path.insert(0, Blocker())
+        from gptedge.demo.app import build_page
+        from gptedge.demo.models import ModelPool
+        pool = ModelPool({str(demo_bundle)!r}, threads=1)
+        build_page(pool)
+        words = pool.next_words(pool.get("int8", "cpu"), "The")
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx")
+                       or m.startswith(("gptedge.train", "gptedge.export")))
+        print(len(words), heavy)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "10 []"

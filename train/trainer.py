@@ -1,0 +1,486 @@
+"""Training: from a corpus (or the embedded default) to a checkpoint folder, a log and a loss curve.
+
+    train(source, out_dir) -> out_dir/checkpoint
+
+A run folder holds::
+
+    checkpoint/    the checkpoint (see checkpoint.py), rewritten every checkpoint_interval steps
+    log.jsonl      one line per step (loss, lr) and per evaluation (held-out loss, perplexity)
+    loss.png       training and held-out loss against the step
+
+Rank 0 makes every decision before anything is written (configuration, corpus, tokenizer, the state
+of the output folder), so a bad input fails with one line and touches nothing. Data order, dropout
+and the learning rate are pure functions of (seed, step, rank): a resumed run, given the optimizer
+state from the checkpoint, continues exactly where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from gptedge import atomic
+from gptedge.errors import UserError
+from gptedge.paths import CHECKPOINT_DIR, DEFAULT_PRESET, run_dir
+from gptedge.train import distributed
+from gptedge.train.checkpoint import CONFIG_FILE, TOKENIZER_FILE, load_checkpoint, read_config, save_checkpoint
+from gptedge.train.config import GPTConfig, TrainConfig, get_preset
+from gptedge.train.corpus import DEFAULT_CORPUS_NAME, Document, load_documents, split_documents
+from gptedge.train.data import TokenSplits, heldout_windows, training_batch, unigram_perplexity
+from gptedge.train.model import GPT
+from gptedge.train.optim import lr_at, make_optimizer, set_lr
+from gptedge.train.runlog import RunLog, plot_losses
+from gptedge.train.sample import generate
+from gptedge.train.tokenizer import encode_documents, special_ids, train_tokenizer
+
+LOG_FILE = "log.jsonl"
+PLOT_FILE = "loss.png"
+SAMPLE_PROMPT = "The"
+SAMPLE_TOKENS = 80
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / CHECKPOINT_DIR
+
+    @property
+    def log(self) -> Path:
+        return self.root / LOG_FILE
+
+    @property
+    def plot(self) -> Path:
+        return self.root / PLOT_FILE
+
+    def has_checkpoint(self) -> bool:
+        return (self.checkpoint / CONFIG_FILE).is_file()
+
+    def unfinished_start(self) -> bool:
+        """A checkpoint folder from a run killed before its first checkpoint: only the tokenizer and
+        temporary files, safe to replace."""
+        return self.checkpoint.is_dir() and all(
+            p.name == TOKENIZER_FILE or p.name.endswith(".tmp") for p in self.checkpoint.iterdir()
+        )
+
+
+@dataclass
+class Plan:
+    """Everything rank 0 decides before training; sent to every rank."""
+
+    preset: str
+    model: GPTConfig
+    train: TrainConfig
+    tokenizer_json: str
+    tokens: TokenSplits
+    corpus: dict[str, Any]
+    resume: bool
+    start_step: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)  # of the checkpoint resumed from
+
+
+def train(
+    source: str | None = None,
+    out_dir: str | Path | None = None,
+    preset: str | None = None,
+    steps: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    device: str = "auto",
+    overwrite: bool = False,
+    threads: int | None = None,
+) -> Path:
+    """Train a GPT and return its checkpoint folder (``out_dir/checkpoint``).
+
+    source: a text file, a folder of .txt/.md files or a glob; None for the embedded default corpus.
+    out_dir: the run folder (default runs/<preset>). preset: tiny, small or gpt2 (default tiny, or the
+    checkpoint's on resume). overrides: TrainConfig or GPTConfig fields by name (vocab_size sets the
+    tokenizer size, which the model follows). resume: continue the checkpoint in out_dir at its step;
+    only ``steps`` may change (to train longer). overwrite: discard a finished run in out_dir.
+    threads: CPU threads for torch during this call (default: torch's choice, one per core).
+    Under torchrun every process calls this; rank 0 alone writes.
+    """
+    run = RunFolder(Path(out_dir) if out_dir is not None else run_dir(preset or DEFAULT_PRESET))
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads} is out of range: use 1 or more")
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    world = distributed.start(device)
+    try:
+        plan = distributed.decide_on_main(
+            world, lambda: make_plan(source, run, preset, steps, dict(overrides or {}), resume, overwrite)
+        )
+        _Trainer(plan, run, world, quiet=quiet or not world.is_main).fit()
+    finally:
+        distributed.stop(world)
+        torch.set_num_threads(saved_threads)
+    return run.checkpoint
+
+
+# ---------------------------------------------------------------------------------------------------
+# Deciding: settings, output folder, corpus and tokenizer. Reads only; raises UserError.
+
+
+def make_plan(
+    source: str | None,
+    run: RunFolder,
+    preset: str | None,
+    steps: int | None,
+    overrides: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+) -> Plan:
+    if (run.root / CONFIG_FILE).is_file():
+        raise UserError(
+            f"--out {run.root} is a checkpoint folder itself: pass the run folder that holds it, "
+            f"--out {run.root.parent}"
+        )
+    if resume:
+        return _plan_resume(source, run, preset, steps, overrides)
+    _check_fresh_folder(run, overwrite)
+    name, model_cfg, train_cfg = resolve_settings(preset or DEFAULT_PRESET, steps, overrides)
+    docs = load_documents(source)
+    train_docs, held_docs = split_documents(docs, train_cfg.holdout_fraction, train_cfg.seed)
+    tok = train_tokenizer((d.text for d in train_docs), train_cfg.vocab_size)
+    model_cfg.vocab_size = tok.get_vocab_size()
+    tokens = _encode(tok, train_docs, held_docs, train_cfg.seq_len)
+    return Plan(name, model_cfg, train_cfg, tok.to_str(), tokens, _describe(source, docs, tokens), resume=False)
+
+
+def resolve_settings(preset: str, steps: int | None, overrides: dict[str, Any]) -> tuple[str, GPTConfig, TrainConfig]:
+    p = get_preset(preset)
+    model, train = p.model.to_dict(), p.train.to_dict()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "vocab_size":  # the tokenizer's size; the model's embedding follows it
+            model[key] = train[key] = value
+        elif key in train:
+            train[key] = value
+        elif key in model:
+            model[key] = value
+        else:
+            raise UserError(f"unknown setting {key!r}: use a field of TrainConfig or GPTConfig")
+    if steps is not None:
+        train["steps"] = steps
+    model_cfg, train_cfg = GPTConfig(**model), TrainConfig(**train)
+    if train_cfg.seq_len > model_cfg.context_length:
+        raise UserError(
+            f"--seq-len {train_cfg.seq_len} exceeds the model's context length {model_cfg.context_length}: "
+            f"use --seq-len {model_cfg.context_length} or less"
+        )
+    return preset, model_cfg, train_cfg
+
+
+def _check_fresh_folder(run: RunFolder, overwrite: bool) -> None:
+    if run.root.exists() and not run.root.is_dir():
+        raise UserError(f"--out {run.root} is a file: choose a folder for the run")
+    if run.has_checkpoint():
+        if not overwrite:
+            step = read_config(run.checkpoint).get("step", "?")
+            raise UserError(
+                f"{run.root} already holds a run (checkpoint at step {step}): pass --resume to continue it, "
+                f"--overwrite to start over, or another --out"
+            )
+        return
+    ours = {LOG_FILE, PLOT_FILE} | ({CHECKPOINT_DIR} if run.unfinished_start() else set())
+    foreign = sorted(p.name for p in run.root.iterdir() if p.name not in ours) if run.root.is_dir() else []
+    if foreign:
+        raise UserError(
+            f"--out {run.root} already holds other files ({', '.join(foreign[:3])}): "
+            f"choose a new or empty folder for the run"
+        )
+
+
+def _plan_resume(
+    source: str | None, run: RunFolder, preset: str | None, steps: int | None, overrides: dict[str, Any]
+) -> Plan:
+    if not run.has_checkpoint():
+        raise UserError(f"there is no checkpoint in {run.checkpoint} to resume: run without --resume or fix --out")
+    ckpt = load_checkpoint(run.checkpoint, with_trainer_state=True)  # validates weights and trainer state
+    info = ckpt.info
+    if preset is not None and preset != info.get("preset"):
+        raise UserError(
+            f"the checkpoint in {run.root} was trained with preset {info.get('preset')!r}, not {preset!r}: "
+            f"drop --preset to resume, or start a new run with another --out"
+        )
+    model, train = ckpt.config.to_dict(), ckpt.train.to_dict()
+    for key, value in overrides.items():
+        stored = train.get(key, model.get(key))
+        if value is not None and key not in ("steps",) and value != stored:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(
+                f"the checkpoint in {run.root} was trained with {flag} {stored}, not {value}: "
+                f"drop {flag} to resume, or start a new run with another --out"
+            )
+    steps = steps if steps is not None else overrides.get("steps")
+    if steps is not None:
+        train["steps"] = steps
+    train_cfg = TrainConfig(**train)
+    if ckpt.step >= train_cfg.steps:
+        raise UserError(
+            f"the run in {run.root} already reached step {ckpt.step} of {train_cfg.steps}: "
+            f"pass --steps N with N > {ckpt.step} to train longer"
+        )
+    try:
+        tok = Tokenizer.from_file(str(ckpt.tokenizer_path))
+    except Exception as e:  # tokenizers raises a plain Exception for a damaged file
+        raise UserError(f"cannot read {ckpt.tokenizer_path} ({e}): the checkpoint is damaged") from None
+    docs = load_documents(source)
+    corpus_hash = _fingerprint(docs)
+    trained_on = info.get("corpus", {})
+    if trained_on.get("sha256") != corpus_hash:
+        raise UserError(
+            f"the checkpoint in {run.root} was trained on {trained_on.get('name', 'another corpus')}, and "
+            f"this corpus differs: pass the same corpus to resume, or start a new run with another --out"
+        )
+    train_docs, held_docs = split_documents(docs, train_cfg.holdout_fraction, train_cfg.seed)
+    tokens = _encode(tok, train_docs, held_docs, train_cfg.seq_len)
+    return Plan(
+        info.get("preset", "custom"), ckpt.config, train_cfg, tok.to_str(), tokens, trained_on,
+        resume=True, start_step=ckpt.step, metrics=dict(ckpt.metrics),
+    )
+
+
+def _encode(tok: Tokenizer, train_docs: list[Document], held_docs: list[Document], seq_len: int) -> TokenSplits:
+    tokens = TokenSplits(
+        encode_documents(tok, [d.text for d in train_docs]), encode_documents(tok, [d.text for d in held_docs])
+    )
+    tokens.check_fits(seq_len)
+    return tokens
+
+
+def _fingerprint(docs: list[Document]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(d.text.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _describe(source: str | None, docs: list[Document], tokens: TokenSplits) -> dict[str, Any]:
+    return {
+        "name": DEFAULT_CORPUS_NAME if source is None else str(source),
+        "documents": len(docs),
+        "characters": sum(len(d.text) for d in docs),
+        "train_tokens": int(len(tokens.train)),
+        "heldout_tokens": int(len(tokens.heldout)),
+        "sha256": _fingerprint(docs),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training.
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    """The dropout seed of one update: resumable and different on every rank."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+class _Trainer:
+    def __init__(self, plan: Plan, run: RunFolder, world: distributed.World, quiet: bool) -> None:
+        self.plan, self.run, self.world, self.quiet = plan, run, world, quiet
+        self.cfg = plan.train
+        self.device = world.device
+        self.log = RunLog(run.log)
+        torch.manual_seed(self.cfg.seed)  # the same initial weights on every rank
+        if plan.resume:
+            ckpt = load_checkpoint(run.checkpoint, with_trainer_state=True)
+            self.model, state = ckpt.model, ckpt.trainer_state
+        else:
+            self.model, state = GPT(plan.model), None
+        self.model.to(self.device).train()
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.train_seconds, self.tokens_seen = 0.0, 0
+        if state is not None:
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.train_seconds, self.tokens_seen = float(state["train_seconds"]), int(state["tokens_seen"])
+            except (KeyError, ValueError, TypeError) as e:
+                raise UserError(
+                    f"the optimizer state in {run.checkpoint} does not fit the model ({e}): train without --resume"
+                ) from None
+        self.net = self.model
+        if world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
+        )
+        self.windows = heldout_windows(plan.tokens.heldout, self.cfg.seq_len, self.cfg.eval_batches * self.cfg.batch_size)
+        self.unigram_ppl = unigram_perplexity(plan.tokens.train, self.windows[:, 1:], plan.model.vocab_size)
+        self.metrics: dict[str, Any] = dict(plan.metrics)
+        self.metrics.update(unigram_ppl=self.unigram_ppl, processes=world.size)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.seq_len * self.cfg.grad_accum * self.world.size
+
+    def fit(self) -> None:
+        cfg, plan = self.cfg, self.plan
+        if self.world.is_main:
+            self._prepare_folder()
+        self._announce()
+        if not plan.resume:
+            self._evaluate(0)
+        bar = tqdm(total=cfg.steps, initial=plan.start_step, disable=self.quiet, unit="step", dynamic_ncols=True)
+        run_tokens, run_seconds, loss = 0, 0.0, float("nan")
+        try:
+            for i in range(plan.start_step, cfg.steps):
+                step = i + 1  # updates done once this one is
+                lr = lr_at(i, cfg)
+                t0 = time.perf_counter()
+                loss = self._update(i, lr)
+                dt = time.perf_counter() - t0
+                run_tokens += self.tokens_per_step
+                run_seconds += dt
+                self.tokens_seen += self.tokens_per_step
+                self.train_seconds += dt
+                if self.world.is_main:
+                    self.log.write(step=step, loss=round(loss, 5), lr=lr, tokens_per_s=round(self.tokens_per_step / dt))
+                bar.update(1)
+                bar.set_postfix_str(
+                    f"loss {loss:.3f}  {run_tokens / run_seconds:,.0f} tok/s"
+                    + (f"  held-out {self.metrics['val_loss']:.3f}" if "val_loss" in self.metrics else "")
+                )
+                if step % cfg.eval_interval == 0 or step == cfg.steps:
+                    self._evaluate(step)
+                if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
+                    self.metrics.update(train_loss=loss, tokens_per_s=run_tokens / run_seconds)
+                    if step == cfg.steps and self.world.is_main:
+                        self.metrics["sample"] = self._sample()
+                    self._save(step, lr)
+        finally:
+            bar.close()
+            self.log.close()
+        self._finish()
+
+    def _prepare_folder(self) -> None:
+        run = self.run
+        if self.plan.resume:
+            self.log.truncate_after(self.plan.start_step)
+            for stray in run.checkpoint.glob(".*.tmp"):  # left by a kill in the middle of a save
+                stray.unlink()
+            return
+        shutil.rmtree(run.checkpoint, ignore_errors=True)  # only an unfinished start, or --overwrite
+        run.log.unlink(missing_ok=True)
+        run.plot.unlink(missing_ok=True)
+        atomic.write_text(run.checkpoint / TOKENIZER_FILE, self.plan.tokenizer_json)
+
+    def _update(self, i: int, lr: float) -> float:
+        """One optimizer update over grad_accum micro-batches; returns the mean loss over all ranks."""
+        cfg = self.cfg
+        set_lr(self.optimizer, lr)
+        torch.manual_seed(_step_seed(cfg.seed, i, self.world.rank))
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            x, y = training_batch(self.plan.tokens.train, cfg.batch_size, cfg.seq_len, cfg.seed, i, micro, self.world.rank)
+            x, y = x.to(self.device), y.to(self.device)
+            last = micro == cfg.grad_accum - 1
+            # Gradients are averaged across ranks only on the last micro-batch.
+            sync = contextlib.nullcontext() if last or not self.world.distributed else self.net.no_sync()
+            with sync:
+                with self.autocast:
+                    logits, _ = self.net(x)  # (B, T, V)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) / cfg.grad_accum
+                loss.backward()
+            total += loss.item()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        return distributed.sum_across(self.world, [total])[0] / self.world.size
+
+    @torch.no_grad()
+    def _evaluate(self, step: int) -> None:
+        """Held-out loss over the fixed windows, shared out across ranks."""
+        self.model.eval()
+        mine = self.windows[self.world.rank :: self.world.size]
+        total, count = 0.0, 0
+        for start in range(0, len(mine), self.cfg.batch_size):
+            w = torch.from_numpy(mine[start : start + self.cfg.batch_size]).to(self.device)  # (B, T + 1)
+            with self.autocast:
+                logits, _ = self.model(w[:, :-1])
+            total += F.cross_entropy(logits.float().flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
+            count += w[:, 1:].numel()
+        self.model.train()
+        total, count = distributed.sum_across(self.world, [total, count])
+        val_loss = total / count
+        self.metrics.update(val_loss=val_loss, val_ppl=math.exp(val_loss))
+        self.metrics.setdefault("start_val_loss", val_loss)
+        if self.world.is_main:
+            row = dict(step=step, val_loss=round(val_loss, 5), val_ppl=round(math.exp(val_loss), 3))
+            if step == 0:
+                row["unigram_loss"] = round(math.log(self.unigram_ppl), 5)
+            self.log.write(**row)
+            if step > 0:  # the curve changes shape only with a new held-out point
+                title = f"{self.plan.preset}: {self.model.num_params() / 1e6:.2f}M parameters"
+                plot_losses(self.log.read(), self.run.plot, title)
+
+    def _save(self, step: int, lr: float) -> None:
+        if not self.world.is_main:
+            return
+        state = {
+            "step": step,
+            "lr": lr,  # the last update's; the schedule is lr_at(step) from here
+            "optimizer": self.optimizer.state_dict(),
+            "train_seconds": self.train_seconds,
+            "tokens_seen": self.tokens_seen,
+        }
+        save_checkpoint(
+            self.run.checkpoint, self.model, self.cfg, step, metrics=self.metrics, trainer_state=state,
+            extra={"preset": self.plan.preset, "corpus": self.plan.corpus},
+        )
+
+    def _announce(self) -> None:
+        if self.quiet:
+            return
+        c, p = self.plan.corpus, self.plan
+        print(
+            f"corpus: {c['name']}: {c['documents']} documents, {len(p.tokens.train):,} training and "
+            f"{len(p.tokens.heldout):,} held-out tokens (vocabulary {p.model.vocab_size:,})\n"
+            f"model: {p.preset}, {self.model.num_params() / 1e6:.2f}M parameters, {p.model.n_layer} layers, "
+            f"{p.model.n_embd} wide; {self.tokens_per_step:,} tokens per step on {self.world.size} x {self.device}\n"
+            + (f"resuming at step {p.start_step} of {self.cfg.steps}" if p.resume else f"training {self.cfg.steps} steps")
+            + f" into {self.run.root}",
+            flush=True,
+        )
+
+    def _sample(self) -> str:
+        tok = Tokenizer.from_str(self.plan.tokenizer_json)
+        eos, _ = special_ids(tok)
+        prompt = tok.encode(SAMPLE_PROMPT).ids
+        new = min(SAMPLE_TOKENS, self.plan.model.context_length - len(prompt))
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        ids = generate(self.model, prompt, new, temperature=0.8, top_k=40, eos_id=eos, generator=gen)
+        return tok.decode(prompt + ids)
+
+    def _finish(self) -> None:
+        if self.quiet:
+            return
+        m = self.metrics
+        print(
+            f"\ntraining speed: {m['tokens_per_s']:,.0f} tokens/s ({self.world.size} x {self.device})\n"
+            f"held-out loss {m['val_loss']:.3f}, perplexity {m['val_ppl']:.1f} "
+            f"(unigram baseline of the same tokenizer: perplexity {m['unigram_ppl']:.1f})\n"
+            f"checkpoint: {self.run.checkpoint}\nloss curve: {self.run.plot}\n"
+            f"sample (temperature 0.8, top-k 40):\n{m['sample']}",
+            flush=True,
+        )
