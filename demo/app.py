@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio reads it at import
+# gradio reads this (not only Blocks' analytics_enabled) before each telemetry call and version check.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 from typing import Any, Iterator  # noqa: E402
 

@@ -13,15 +13,17 @@ from gptedge.runtime.next_token import Candidate
 
 STOP_REASONS = {"eos": "end of text", "stop": "stop string", "length": "max new tokens"}
 
-# The eval harness's figures (``gptedge eval`` writes them into each variant's metrics), in the
-# order the table shows them: header, metric key, format. Figures a bundle lacks are left blank.
+# The eval harness's figures (``gptedge eval`` writes them into each variant's manifest metrics),
+# in the order the table shows them: header, metric key, format. A bundle not yet measured shows
+# blanks.
 METRIC_COLUMNS = (
     ("perplexity", "perplexity", "{:.2f}"),
+    ("vs fp32", "perplexity_vs_fp32_pct", "{:+.2f} %"),
     ("top-1 agreement", "top1_agreement", "{:.1%}"),
-    ("greedy agreement", "greedy_agreement", "{:.1%}"),
+    ("greedy agreement", "greedy_agreement", "{:.0%}"),
     ("first token (ms)", "ttft_ms", "{:.1f}"),
     ("decode (tok/s)", "decode_tokens_per_s", "{:,.0f}"),
-    ("load (s)", "load_s", "{:.2f}"),
+    ("speed vs fp32", "decode_vs_fp32", "{:.2f}×"),
 )
 
 
@@ -44,7 +46,7 @@ def variant_table(manifest: contract.Manifest) -> tuple[list[str], list[list[Any
         size = v.size_bytes + v.data_size_bytes
         ratio = f"{size / (fp32.size_bytes + fp32.data_size_bytes):.2f}×" if fp32 else ""
         figures = [fmt.format(v.metrics[key]) if v.metrics.get(key) is not None else "" for _, key, fmt in METRIC_COLUMNS]
-        rows.append([name, v.precision, f"{size / 1e6:.1f}", ratio, *figures])
+        rows.append([name, v.precision, f"{size / 1e6:.2f}", ratio, *figures])
     return headers, rows
 
 

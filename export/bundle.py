@@ -77,6 +77,7 @@ def provenance(ckpt: Checkpoint) -> dict[str, Any]:
     return {
         "checkpoint": ckpt.path.resolve().name,  # the folder name only: no local paths in a bundle
         "checkpoint_step": ckpt.step,
+        "parameters": ckpt.model.num_params(),  # the tied matrix once: fp32 file ~ 4 bytes each
         "weights_file": weights.name,
         "weights_sha256": contract.file_sha256(weights),
         "exporter": "torch.onnx.export(dynamo=True)",
@@ -121,6 +122,7 @@ def export_bundle(
 
             steps.set_postfix_str("save")
             files = graph.save(model_proto, stage / MODEL_FILE, external_data)
+            del model_proto  # the weights' in-memory copy: free it before the gate loads them again
             shutil.copyfile(ckpt.tokenizer_path, stage / contract.TOKENIZER_FILE)
             manifest = contract.Manifest(
                 model=graph.model_shape(ckpt.model),

@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from gptedge export")
     o.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     o.set_defaults(func=run_optimize)
+    register_quantize(subparsers)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -77,4 +78,78 @@ def run_optimize(args: argparse.Namespace) -> int:
     from gptedge.export.optimize import optimize_bundle, report
 
     print(report(optimize_bundle(args.bundle, quiet=args.quiet)))
+    return 0
+
+
+def register_quantize(subparsers: argparse._SubParsersAction) -> None:
+    """``gptedge quantize`` and ``gptedge eval`` (export/quantize*.py, export/evaluate.py)."""
+    q = subparsers.add_parser(
+        "quantize",
+        help="add an int8, int4, fp16 or int8-static variant to a bundle",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Add a quantized variant of BUNDLE's fp32 graph (a new file beside it; the fp32 "
+        "variant stays). The manifest is updated only once the new graph loads and runs.\n\n"
+        "precisions (--to):\n"
+        "  int8         dynamic int8 matmuls, per-channel weights; for CPUs (7-bit weights on x86 without VNNI)\n"
+        "  int4         4-bit weight blocks of 32 (MatMulNBits), output head and token table at 8 bits; for CPUs\n"
+        "  fp16         half precision with a float16 KV cache; for GPU providers (cuda, directml, webgpu)\n"
+        "  int8-static  QDQ graph calibrated on held-out text; the format of NPU providers (qnn, nnapi)\n\n"
+        "targets (--target), the precisions they add:\n"
+        "  cpu     int8 and int4\n"
+        "  gpu     fp16\n"
+        "  mobile  int8 (onnxruntime's mobile packages run it on the phone's CPU)\n"
+        "  npu     int8-static\n\n"
+        "Then measure what each variant costs and gains with: gptedge eval BUNDLE",
+    )
+    q.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from gptedge export")
+    which = q.add_mutually_exclusive_group(required=True)
+    which.add_argument("--to", metavar="PRECISION", help="int8, int4, fp16 or int8-static")
+    which.add_argument("--target", metavar="TARGET", help="cpu, gpu, mobile or npu: the precisions listed above")
+    q.add_argument("--text", metavar="FILE", help="calibration text for int8-static (default: the held-out "
+                   "split of the default corpus)")
+    q.add_argument("--force", action="store_true", help="replace a variant the bundle already has")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    q.set_defaults(func=run_quantize)
+
+    e = subparsers.add_parser(
+        "eval",
+        help="measure every variant of a bundle: perplexity, agreement with fp32, size, speed",
+        description="One harness for every variant of BUNDLE (and a PyTorch checkpoint with "
+        "--checkpoint): held-out perplexity over full context windows (the same tokens for all), the "
+        "largest logit difference and top-1 agreement with fp32, greedy agreement over generated "
+        "tokens, file size, load time, time to first token and decode tokens/s through the runtime. "
+        "Writes a table, eval.json, eval.md and eval.png, and the figures into the manifest.",
+    )
+    e.add_argument("bundle", metavar="BUNDLE", help="a bundle folder")
+    e.add_argument("--text", metavar="FILE", help="held-out text (default: the held-out split of the default corpus)")
+    e.add_argument("--checkpoint", metavar="DIR", help="the checkpoint the bundle came from, measured alongside")
+    e.add_argument("--out", metavar="DIR", help="where to write the reports (default: BUNDLE/eval)")
+    e.add_argument("--provider", default="auto", help="execution provider for generation and speed (default: "
+                   "auto, per variant as the runtime picks; quality figures always run on cpu)")
+    e.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: one per core)")
+    e.add_argument("--new-tokens", type=int, default=128, help="greedy tokens generated per prompt (default 128)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    e.set_defaults(func=run_eval)
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    require("onnx", "export")
+    from gptedge.export.quantize import precisions_for, quantize_bundle, report
+
+    results = quantize_bundle(args.bundle, precisions_for(args.to, args.target), text_file=args.text,
+                              force=args.force, quiet=args.quiet)
+    print(report(results))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    if args.checkpoint:
+        require("torch", "export")
+    from gptedge.export.evaluate import evaluate_bundle, format_table
+
+    result = evaluate_bundle(args.bundle, text_file=args.text, checkpoint_dir=args.checkpoint, out_dir=args.out,
+                             provider=args.provider, threads=args.threads, new_tokens=args.new_tokens,
+                             quiet=args.quiet)
+    print(format_table(result.report))
+    print(f"wrote {', '.join(str(p) for p in result.files)} and the figures into {args.bundle}/manifest.json")
     return 0

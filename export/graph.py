@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from torch.export import Dim
 
+from gptedge.errors import UserError
 from gptedge.runtime import contract
 from gptedge.train.model import GPT
 
@@ -99,7 +100,8 @@ def trace(gpt: GPT) -> onnx.ModelProto:
     """Export ``gpt`` to an in-memory ONNX model whose IO is exactly the contract's."""
     shape = model_shape(gpt)
     if shape.context_length < SAMPLE_PAST + SAMPLE_SEQUENCE:
-        raise ValueError(f"context_length {shape.context_length} is below the tracing sample length")
+        raise UserError(f"context_length {shape.context_length} is too short to export: "
+                        f"use a model with at least {SAMPLE_PAST + SAMPLE_SEQUENCE} positions")
     flat = FlatGPT(gpt).eval()
     with warnings.catch_warnings(), _quiet_logger("torch.onnx._internal.exporter._registration"):
         # The exporter warns that two of our axes share one name: that is the point of naming them.
@@ -136,6 +138,8 @@ def apply_contract(model: onnx.ModelProto, shape: contract.ModelShape) -> None:
                 if isinstance(want, int):
                     if dim.dim_value != want:
                         raise RuntimeError(f"traced graph value {value.name} has size {dim.dim_value}, not {want}")
+                elif dim.HasField("dim_value"):
+                    raise RuntimeError(f"traced graph value {value.name} fixed its {want} at {dim.dim_value}")
                 else:  # e.g. "s12" or "past_sequence_length + sequence_length" -> the contract's name
                     dim.dim_param = want
 

@@ -58,7 +58,10 @@ def quantize_int8(model: onnx.ModelProto, vnni: bool | None = None) -> tuple[onn
     settings = {
         "method": "onnxruntime quantize_dynamic: MatMul weights int8 per channel, uint8 activations",
         "reduce_range": not vnni,
-        "reduce_range_reason": "CPU has VNNI: full 8-bit weights" if vnni else "CPU without VNNI: 7-bit weights avoid int16 saturation",
+        "reduce_range_reason": (
+            "this CPU has VNNI: full 8-bit weights" if vnni
+            else "this CPU has no VNNI (avx512_vnni/avx_vnni): 7-bit weights (reduce_range) avoid int16 saturation"
+        ),
         "token_embedding": "int8 rows with a scale per token, shared with the output head" if tied else "fp32",
         "position_embedding": "fp32",
     }

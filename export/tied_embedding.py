@@ -134,3 +134,24 @@ def retie_blockwise(model: onnx.ModelProto, tied: TiedMatrix, bits: int, block_s
     ])
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+
+
+def retie_qdq(model: onnx.ModelProto, tied: TiedMatrix) -> None:
+    """After ``quantize_static`` (QDQ) with the embedding Gather left out: the head's weight is
+    ``DequantizeLinear`` of an int8 (C, V) tensor with one scale per token (axis 1). The embedding
+    gathers from a DequantizeLinear of the same int8 tensor, transposed to (V, C), with the same
+    per-token scales (axis 0), and the fp32 table goes."""
+    graph = model.graph
+    head = next(n for n in graph.node if n.name == tied.head)
+    head_dq = _producers(model)[head.input[1]]
+    if head_dq.op_type != "DequantizeLinear":
+        raise RuntimeError("the quantizer did not put a DequantizeLinear before the output head")
+    quantized, scale, zero_point = head_dq.input
+    gather = next(n for n in graph.node if n.name == tied.gather)
+    ids, out = gather.input[1], gather.output[0]
+    p = f"{tied.gather}_qdq"
+    _replace_gather(model, tied, [
+        helper.make_node("Transpose", [quantized], [f"{p}_rows_q"], name=f"{p}_transpose", perm=[1, 0]),  # (V, C) int8
+        helper.make_node("DequantizeLinear", [f"{p}_rows_q", scale, zero_point], [f"{p}_table"], name=f"{p}_dequantize", axis=0),
+        helper.make_node("Gather", [f"{p}_table", ids], [out], name=p),  # (B, T, C)
+    ])

@@ -3,6 +3,8 @@
     corpus -> tokenizer -> training   gptedge.train.trainer.train           OUT/checkpoint
     -> export (parity gate)           gptedge.export.bundle.export_bundle   OUT/bundle
     -> optimize                       gptedge.export.optimize               OUT/bundle, fp32 graph fused
+    -> int8 and int4 variants         gptedge.export.quantize               OUT/bundle/model.int8.onnx, ...
+    -> eval report                    gptedge.export.evaluate               OUT/bundle/eval/, manifest metrics
 
 Each stage calls that stage's own public function, exactly what its subcommand runs; this module
 only decides which stages still have work to do. A stage whose output is already there and valid
@@ -12,7 +14,9 @@ is skipped, so a build that was interrupted, or is run again, continues where it
   trained on the same corpus with the same settings: otherwise the build stops and says so);
 - the export is done when the bundle's manifest reads, every file matches its hash, and it was
   exported from exactly the checkpoint's current weights (otherwise it is exported again);
-- optimize is done when the manifest's record names the fp32 graph's hash.
+- optimize is done when the manifest's record names the fp32 graph's hash;
+- quantize when the manifest lists the CPU variants (int8 and int4);
+- eval when every variant has its figures in the manifest and the report is there.
 
 Like every ``cli.py``, this module imports nothing heavy at the top: torch and onnx load when a
 build runs.
@@ -21,6 +25,7 @@ build runs.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,10 +155,51 @@ def optimize(b: Build) -> None:
     optimize_bundle(b.bundle, quiet=b.quiet)
 
 
+def _missing_cpu_variants(b: Build) -> list[str]:
+    from gptedge.export.quantize import TARGETS
+    from gptedge.runtime import contract
+
+    have = contract.read_manifest(b.bundle).variants
+    return [p for p in TARGETS["cpu"] if p not in have]
+
+
+def quantized(b: Build) -> str | None:
+    from gptedge.export.quantize import TARGETS
+
+    return None if _missing_cpu_variants(b) else f"the bundle has its {' and '.join(TARGETS['cpu'])} variants"
+
+
+def quantize(b: Build) -> None:
+    from gptedge.export.quantize import quantize_bundle
+
+    quantize_bundle(b.bundle, _missing_cpu_variants(b), quiet=b.quiet)
+
+
+def evaluated(b: Build) -> str | None:
+    from gptedge.runtime import contract
+
+    variants = contract.read_manifest(b.bundle).variants
+    if all(v.metrics for v in variants.values()) and _eval_report(b).is_file():
+        return "every variant has its figures"
+    return None
+
+
+def evaluate(b: Build) -> None:
+    from gptedge.export.evaluate import evaluate_bundle
+
+    evaluate_bundle(b.bundle, checkpoint_dir=b.checkpoint, out_dir=_eval_report(b).parent, quiet=b.quiet)
+
+
+def _eval_report(b: Build) -> Path:
+    return b.bundle / "eval" / "eval.json"
+
+
 STAGES = [
     Stage("train", trained, train),
     Stage("export", exported, export),
     Stage("optimize", optimized, optimize),
+    Stage("quantize", quantized, quantize),
+    Stage("eval", evaluated, evaluate),
 ]
 
 
@@ -210,6 +256,22 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
+def summary(b: Build, seconds: float) -> str:
+    """Where the bundle is, what each variant costs and gains (the eval table), and what to run next."""
+    from gptedge.export.evaluate import format_table
+
+    report = json.loads(_eval_report(b).read_text(encoding="utf-8"))
+    return "\n".join([
+        "",
+        format_table(report),
+        "",
+        f"bundle: {b.bundle} (report: {_eval_report(b).with_suffix('.md')})",
+        f"built in {_duration(seconds)}; ran: {', '.join(b.ran) or 'nothing'}; "
+        f"already done: {', '.join(b.skipped) or 'nothing'}",
+        f"open the page: {demo_command(b.bundle)}",
+    ])
+
+
 def demo_command(bundle: Path) -> str:
     """The command that opens the page for ``bundle`` (bare ``gptedge demo`` for the default one)."""
     return "gptedge demo" if bundle == paths.bundle_dir() else f"gptedge demo {bundle}"
@@ -263,7 +325,5 @@ def run_build(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     overrides = dict(parse_setting(s) for s in args.settings)
     b = build(args.corpus, args.preset, args.out, args.from_checkpoint, args.steps, overrides, args.quiet)
-    print(f"\nbuilt {b.bundle} in {_duration(time.perf_counter() - started)} "
-          f"(ran: {', '.join(b.ran) or 'nothing'}; already done: {', '.join(b.skipped) or 'nothing'})")
-    print(f"open the page: {demo_command(b.bundle)}")
+    print(summary(b, time.perf_counter() - started))
     return 0

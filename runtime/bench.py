@@ -5,10 +5,13 @@ the variant and measures, batch 1, greedy, random token ids (speed does not depe
 
     ttft_ms                  time to first token for a --prompt-tokens prompt
     decode_tokens_per_s      decode speed of the --new-tokens that follow
-    overhead_ms_per_token    of each decode step, the time outside onnxruntime (the Python loop)
+    overhead_ms_per_token    of each decode step, the wall time outside onnxruntime (the Python loop)
+    python_cpu_ms_per_token  the same as CPU time of the generating thread: what the loop costs
+                             by itself, which a busy machine cannot inflate by preempting it
     past                     decode speed with a cache already 64 and ~90 % of the context long
     peak_rss_mb              the worker's peak resident memory (imports, session, generation)
     size_mb                  the variant's file size on disk
+    soak                     with --soak N: resident memory along N short generations (no growth)
 
 A process per variant keeps memory figures apart and the variants from sharing thread pools. With
 ``--checkpoint`` the same figures come from PyTorch eager with its KV cache, run as another
@@ -97,14 +100,19 @@ def measure(
     rng = np.random.default_rng(0)
     greedy = dict(temperature=0.0, ignore_eos=True, stop=())
 
-    def run(n_prompt: int, n_new: int):
-        return model.generate(rng.integers(0, V, n_prompt).tolist(), max_new_tokens=n_new, **greedy)
+    def run(n_prompt: int, n_new: int) -> tuple[Any, float]:
+        """The result, and the CPU time this thread spent outside onnxruntime per new token."""
+        prompt = rng.integers(0, V, n_prompt).tolist()
+        cpu, onnx_cpu = time.thread_time(), model.decoder.run_cpu_seconds
+        result = model.generate(prompt, max_new_tokens=n_new, **greedy)
+        outside = time.thread_time() - cpu - (model.decoder.run_cpu_seconds - onnx_cpu)
+        return result, outside / n_new
 
     run(prompt_tokens, 8)  # warm-up: thread pool, allocator arena, kernel choice
-    runs = [run(prompt_tokens, new_tokens) for _ in range(repeat)]
+    runs, python_cpu = zip(*(run(prompt_tokens, new_tokens) for _ in range(repeat)))
     past = []
     for p in pasts(C):
-        speeds = [run(p, PAST_STEPS + 1).tokens_per_s for _ in range(repeat)]
+        speeds = [run(p, PAST_STEPS + 1)[0].tokens_per_s for _ in range(repeat)]
         past.append({"past": p, "decode_tokens_per_s": _spread(speeds)})
     entry = model.manifest.variants[model.variant]
     figures: dict[str, Any] = {
@@ -120,14 +128,17 @@ def measure(
         "decode_tokens_per_s": _spread([r.tokens_per_s for r in runs]),
         "onnx_ms_per_token": _spread([1000 * r.onnx_decode_s / (new_tokens - 1) for r in runs]),
         "overhead_ms_per_token": _spread([1000 * r.overhead_s_per_token for r in runs]),
+        "python_cpu_ms_per_token": _spread([1000 * c for c in python_cpu]),
         "past": past,
         "size_mb": (entry.size_bytes + entry.data_size_bytes) / 1e6,
     }
-    if soak:  # memory must not grow with use: many short generations, RSS before and after
-        rss_before = current_rss_mb()
+    if soak:  # memory must not grow with use: many short generations, resident memory along the way
+        rss = [current_rss_mb()]
         for i in range(soak):
             model.generate(rng.integers(0, V, 16).tolist(), max_new_tokens=16, temperature=0.8, seed=i)
-        figures["soak"] = {"generations": soak, "rss_before_mb": rss_before, "rss_after_mb": current_rss_mb()}
+            if (i + 1) % max(1, soak // 4) == 0:
+                rss.append(current_rss_mb())
+        figures["soak"] = {"generations": soak, "rss_mb": rss}
     figures["peak_rss_mb"] = peak_rss_mb()
     return figures
 
@@ -196,7 +207,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def format_table(report: dict[str, Any]) -> str:
     short, long = (p["past"] for p in report["results"][0]["past"])
-    rows = [("engine", "ttft ms", "tok/s", f"tok/s @{short}", f"tok/s @{long}", "long/short time", "py ms/tok", "peak MB", "size MB")]
+    rows = [("engine", "ttft ms", "tok/s", f"tok/s @{short}", f"tok/s @{long}", "long/short time", "py ms/tok", "py cpu ms/tok", "peak MB", "size MB")]
     entries = [(f"{r['variant']} ({r['precision']}) {r['provider']}", r) for r in report["results"]]
     if report["pytorch"]:
         entries.append(("pytorch eager", report["pytorch"]))
@@ -210,6 +221,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"{long_speed:.1f}",
             f"{short_speed / long_speed:.2f}x",
             f"{_median(r['overhead_ms_per_token']):.3f}" if "overhead_ms_per_token" in r else "-",
+            f"{_median(r['python_cpu_ms_per_token']):.3f}" if "python_cpu_ms_per_token" in r else "-",
             f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "-",
             f"{r['size_mb']:.1f}" if "size_mb" in r else "-",
         ))
@@ -244,12 +256,16 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(entries)), 4))
     width = 0.38
     for k, offset in ((0, -width / 2), (1, width / 2)):
-        values = [_median(r["past"][k]["decode_tokens_per_s"]) for _, r in entries]
+        figures = [r["past"][k]["decode_tokens_per_s"] for _, r in entries]
+        values = [_median(f) for f in figures]
+        spread = [[v - f["min"] if isinstance(f, dict) else 0 for v, f in zip(values, figures)],
+                  [f["max"] - v if isinstance(f, dict) else 0 for v, f in zip(values, figures)]]
         past = entries[0][1]["past"][k]["past"]
-        bars = ax.bar([i + offset for i in range(len(entries))], values, width, label=f"cache of {past} tokens")
+        bars = ax.bar([i + offset for i in range(len(entries))], values, width, yerr=spread, capsize=3,
+                      label=f"cache of {past} tokens")
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
     ax.set_xticks(range(len(entries)), [label for label, _ in entries])
-    ax.set_ylabel("decode tokens / s (batch 1)")
+    ax.set_ylabel("decode tokens / s (batch 1; bars: min..max)")
     m = report["model"]
     ax.set_title(f"{m['n_layer']} layers, {m['n_embd']} wide, context {m['context_length']}")
     ax.legend()

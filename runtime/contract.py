@@ -4,7 +4,8 @@ A bundle is a folder::
 
     manifest.json    this file's schema (format_version, model shape, IO, variants, figures)
     tokenizer.json   the byte-level BPE tokenizer (Hugging Face tokenizers format)
-    model.onnx       the fp32 graph; other variants (model.int8.onnx, ...) sit beside it
+    model.onnx       the fp32 graph (model.opt.onnx once fused by gptedge optimize); other variants
+                     (model.int8.onnx, ...) sit beside it. Always find a variant's file in the manifest.
 
 Graph inputs and outputs are declared here as data, with the names onnxruntime-genai and optimum
 use, so the exporter builds them from this list and the runtime binds them from it.

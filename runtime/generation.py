@@ -38,7 +38,6 @@ from gptedge.runtime.sampling import Sampler
 from gptedge.runtime.session import Cache, Decoder
 from gptedge.runtime.text import StopStrings, StreamDecoder
 
-STOP_REASONS = ("eos", "stop", "length")
 PREFILL_LOGITS = 8 * 1024 * 1024  # floats of logits per prefill chunk (32 MB)
 
 
@@ -182,7 +181,13 @@ class Row:
 
 
 class Batch:
-    """The rows currently in the KV cache, with their cache, mask and positions."""
+    """The rows currently in the KV cache, with their cache, mask and positions.
+
+    Cache slot j of row b holds the token at position j - pad[b] (its left padding). Every row
+    feeds one token per step (a finished row too, its output ignored), so a row's attention mask
+    is 0 over its padding and 1 everywhere after, and its positions are known for every slot up
+    to C: both are built once here and sliced per step, with no numpy arithmetic in the loop.
+    """
 
     def __init__(self, decoder: Decoder, rows: list[Row], pad_id: int) -> None:
         """Prefill: left-pad the rows' tokens into one (B, width) batch and run it through the model."""
@@ -190,43 +195,34 @@ class Batch:
         self.rows = rows
         C = decoder.shape.context_length
         B, width = len(rows), max(len(r.tokens) for r in rows)
+        pad = np.array([width - len(r.tokens) for r in rows], dtype=np.int64)[:, None]  # (B, 1)
+        slots = np.arange(C, dtype=np.int64)[None, :]  # (1, C)
+        self.mask = (slots >= pad).astype(np.int64)  # (B, C)
+        self.positions = np.maximum(slots - pad, 0)  # (B, C); padding sits at position 0
         ids = np.full((B, width), pad_id, dtype=np.int64)
-        self.mask = np.zeros((B, C), dtype=np.int64)  # columns 0..width-1 in use, grows to C
-        positions = np.zeros((B, width), dtype=np.int64)
         for b, row in enumerate(rows):
-            n = len(row.tokens)
-            ids[b, width - n :] = row.tokens
-            self.mask[b, width - n : width] = 1
-            positions[b, width - n :] = np.arange(n)
+            ids[b, pad[b, 0] :] = row.tokens
         cache: Cache = decoder.empty_cache(B)
         chunk = max(1, PREFILL_LOGITS // (B * decoder.shape.vocab_size))
         for start in range(0, width, chunk):
             end = min(width, start + chunk)
-            logits, cache = decoder.run(ids[:, start:end], self.mask[:, :end], positions[:, start:end], cache)
+            logits, cache = decoder.run(ids[:, start:end], self.mask[:, :end], self.positions[:, start:end], cache)
         self.cache = cache
         self.logits = logits[:, -1, :]  # (B, V): every row's last token is in the last column
         self.width = width  # cache length, padding included
-        self.next_position = np.array([len(r.tokens) for r in rows], dtype=np.int64)  # (B,)
-        self.running = np.ones(B, dtype=np.int64)  # 1 while the row generates, 0 once done
 
     @property
     def full(self) -> bool:
         """The next token would need cache slot C: time to re-prefill."""
         return self.width >= self.decoder.shape.context_length
 
-    def finished(self, b: int) -> None:
-        """Row b is done: it keeps a valid position from now on and no longer advances."""
-        self.running[b] = 0
-        self.next_position[b] = 0
-
     def step(self, tokens: np.ndarray) -> None:
-        """Feed one token per row, (B,), at each row's next position."""
-        self.mask[:, self.width] = 1
-        self.width += 1
+        """Feed one token per row, (B,), into slot ``width``."""
+        w = self.width
         logits, self.cache = self.decoder.run(
-            tokens[:, None], self.mask[:, : self.width], self.next_position[:, None], self.cache
+            tokens[:, None], self.mask[:, : w + 1], self.positions[:, w : w + 1], self.cache
         )
-        self.next_position += self.running
+        self.width = w + 1
         self.logits = logits[:, -1, :]
 
 
@@ -259,13 +255,14 @@ def run(
     index = {id(row): i for i, row in enumerate(rows)}
     batch = Batch(decoder, rows, pad_id)
     seen = seen_tokens(batch.rows, V) if sampler.needs_history else None
+    remaining = len(rows)
     while True:
         tokens = sampler(batch.logits, seen)  # (B,)
         now, onnx_now = time.perf_counter(), decoder.run_seconds
-        for b, row in enumerate(batch.rows):
+        for b, token in enumerate(tokens.tolist()):
+            row = batch.rows[b]
             if row.done:
                 continue
-            token = int(tokens[b])
             if not row.generated:
                 row.first_at, row.onnx_at_first = now, onnx_now
             row.last_at, row.onnx_at_last = now, onnx_now
@@ -273,10 +270,10 @@ def run(
             if seen is not None:
                 seen[b, token] = True
             if row.done:
-                batch.finished(b)
+                remaining -= 1
             if piece:
                 yield index[id(row)], piece
-        if not batch.running.any():
+        if not remaining:
             break
         if batch.full:
             live = [r for r in batch.rows if not r.done]

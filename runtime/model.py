@@ -54,8 +54,7 @@ def load(
     name, chosen = providers.choose(manifest, variant, provider)
     entry = manifest.variants[name]
     path = bundle_dir / entry.file
-    stat = path.stat() if path.is_file() else None
-    key = (str(path.resolve()), stat and stat.st_mtime_ns, stat and stat.st_size, chosen.name, threads, optimization)
+    key = (str(path.resolve()), entry.sha256, entry.data_sha256, chosen.name, threads, optimization)
     decoder = _DECODERS.get(key)
     if decoder is None:
         contract.verify_variant(bundle_dir, manifest, name)
@@ -63,7 +62,7 @@ def load(
             path,
             manifest,
             providers=providers.ep_list(chosen),
-            options=providers.session_options(threads, optimization),
+            options=providers.session_options(threads, optimization, chosen.name),
             cache_dtype=entry.cache_dtype,
             device=chosen.device,
         )

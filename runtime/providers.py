@@ -130,7 +130,7 @@ OPTIMIZATION_LEVELS = {
 }
 
 
-def session_options(threads: int | None, optimization: str = "all") -> ort.SessionOptions:
+def session_options(threads: int | None, optimization: str = "all", provider: str = "cpu") -> ort.SessionOptions:
     """One session runs one request at a time: intra-op threads do the work, inter-op stays at 1."""
     if optimization not in OPTIMIZATION_LEVELS:
         raise UserError(f"unknown optimization level {optimization!r}: use one of {', '.join(OPTIMIZATION_LEVELS)}")
@@ -143,6 +143,8 @@ def session_options(threads: int | None, optimization: str = "all") -> ort.Sessi
     if threads is not None:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: onnxruntime's warnings are not the user's business
+    if provider == "directml":  # DirectML rejects sessions with memory patterns (its documented rule)
+        options.enable_mem_pattern = False
     return options
 
 
@@ -150,6 +152,6 @@ def ep_list(provider: Provider) -> list[str | tuple[str, dict]]:
     """The providers list for InferenceSession: the chosen one, then CPU for nodes it cannot take."""
     if provider.name == "cpu":
         return [provider.ep]
-    if provider.name == "tensorrt":  # engines are cached on disk; CUDA takes what TensorRT cannot
-        return [(provider.ep, {"trt_engine_cache_enable": "True"}), PROVIDERS["cuda"].ep, "CPUExecutionProvider"]
+    if provider.name == "tensorrt":  # CUDA takes the nodes TensorRT cannot
+        return [provider.ep, PROVIDERS["cuda"].ep, "CPUExecutionProvider"]
     return [provider.ep, "CPUExecutionProvider"]

@@ -6,8 +6,10 @@ The cache that comes out of one step goes into the next untouched.
 
 Two ways to run, chosen by ``io_binding``:
 
-- plain ``session.run`` with numpy arrays (the default on CPU): inputs are wrapped without a copy;
-  measured as fast as IO binding on CPU and with less Python work per step (see runtime/README).
+- plain ``session.run`` with numpy arrays (the default on CPU): numpy inputs are wrapped without
+  a copy and the present outputs come back as numpy arrays that are fed straight back in. On CPU
+  this measured faster than IO binding: same time inside onnxruntime, but binding every input and
+  output by name each step costs about 0.3 ms of Python against 0.1 ms (tiny preset, 2 threads).
 - IO binding (always on a GPU or other device provider): the present outputs are allocated on the
   device and bound as the next step's past inputs as ``OrtValue``s, so the cache never travels to
   the host; only the logits are copied back, because sampling runs in numpy.
@@ -47,7 +49,6 @@ class Decoder:
         self.output_names = manifest.outputs
         self.device = device
         self.io_binding = io_binding or device != "cpu"
-        self._binding = self.session.io_binding() if self.io_binding else None
         # Time spent inside onnxruntime, for overhead figures: wall clock, and CPU time of the
         # calling thread (which other processes on a busy machine cannot inflate).
         self.run_seconds = 0.0
@@ -68,7 +69,7 @@ class Decoder:
         """input_ids/position_ids (B, T), attention_mask (B, P + T), cache 2*n_layer x (B, nh, P, hs).
         Returns logits (B, T, V) as numpy and the new cache, (B, nh, P + T, hs) each, of the same kind
         as the decoder's (numpy arrays, or OrtValues with IO binding)."""
-        if self._binding is not None:
+        if self.io_binding:
             return self._run_bound(input_ids, attention_mask, position_ids, cache)
         feed = {
             contract.INPUT_IDS: input_ids,
@@ -83,7 +84,7 @@ class Decoder:
         return logits, present
 
     def _run_bound(self, input_ids, attention_mask, position_ids, cache):
-        binding = self._binding
+        binding = self.session.io_binding()  # one per step: callers may share the decoder across threads
         binding.bind_cpu_input(contract.INPUT_IDS, np.ascontiguousarray(input_ids))
         binding.bind_cpu_input(contract.ATTENTION_MASK, np.ascontiguousarray(attention_mask))
         binding.bind_cpu_input(contract.POSITION_IDS, np.ascontiguousarray(position_ids))
@@ -92,8 +93,8 @@ class Decoder:
                 binding.bind_cpu_input(name, np.ascontiguousarray(value))
             else:
                 binding.bind_ortvalue_input(name, value)
-        # Outputs are re-bound every step: a bound output keeps its previous shape otherwise,
-        # and the present grows by T each step. ORT allocates them on the device.
+        # Bound to a device, not to buffers: ORT allocates each output there at its new size
+        # (the present grows by T every step).
         binding.bind_output(contract.LOGITS, "cpu")
         for name in self.output_names[1:]:
             binding.bind_output(name, self.device)
@@ -102,5 +103,4 @@ class Decoder:
         self.run_seconds += time.perf_counter() - start
         self.run_cpu_seconds += time.thread_time() - cpu
         logits, *present = binding.get_outputs()
-        binding.clear_binding_inputs()  # drop references to the old cache so it can be freed
         return logits.numpy(), present

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -23,21 +23,16 @@ class DemoServer:
     url: str
     bundle: Path
     pool: object  # gptedge.demo.models.ModelPool
+    connections: list = field(default_factory=list)  # every address this process connected to while serving
 
 
 @pytest.fixture(scope="session")
 def demo_bundle(tmp_path_factory, tiny_bundle) -> Path:
-    import onnx
-    from gptedge.export.quantize_int8 import quantize_int8
-    from gptedge.runtime import contract
+    from gptedge.export.quantize import quantize_bundle
+
     bundle = tmp_path_factory.mktemp("demo") / "bundle"
     shutil.copytree(tiny_bundle, bundle)
-    m = contract.read_bundle(bundle)
-    q, _ = quantize_int8(onnx.load(str(bundle / m.variants["fp32"].file)))
-    onnx.save(q, str(bundle / "model.int8.onnx"))
-    size, sha = contract.describe_file(bundle, "model.int8.onnx")
-    m.variants["int8"] = contract.Variant("model.int8.onnx", "int8", size, sha)
-    contract.write_manifest(bundle, m)
+    quantize_bundle(bundle, ["int8"], quiet=True)
     return bundle
 
 
@@ -46,8 +41,19 @@ def demo_server(demo_bundle) -> DemoServer:
     from gptedge.demo.app import serve
     from gptedge.demo.models import ModelPool
 
-    pool = ModelPool(demo_bundle, threads=1)
-    port = free_port()
-    page = serve(pool, port=port, block=False)
-    yield DemoServer(f"http://127.0.0.1:{port}/", demo_bundle, pool)
-    page.close()
+    server = DemoServer("", demo_bundle, ModelPool(demo_bundle, threads=1))
+    connect = socket.socket.connect
+
+    def recording_connect(sock, address):  # gradio's telemetry and version check would go through here
+        server.connections.append(address)
+        return connect(sock, address)
+
+    socket.socket.connect = recording_connect
+    try:
+        port = free_port()
+        page = serve(server.pool, port=port, block=False)
+        server.url = f"http://127.0.0.1:{port}/"
+        yield server
+        page.close()
+    finally:
+        socket.socket.connect = connect

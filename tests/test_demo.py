@@ -38,7 +38,8 @@ def test_streams_greedy_answer_of_the_chosen_variant(client, demo_server):
               .generate(PROMPT, temperature=0, max_new_tokens=24) for name in ("int8", "fp32")}
     for variant in ("int8", "fp32", "int8"):  # switched live, and back
         updates = generate(client, PROMPT, variant, temperature=0, max_new_tokens=24)
-        text, stats, bars, tokens = updates[-1]
+        text, stats, _, tokens = updates[-1]
+        bars = updates[0][2]  # set once, before the answer streams
         want = direct[variant]
         assert text == want.text
         streamed = [u[0] for u in updates[1:-1]]
@@ -123,3 +124,11 @@ def test_page_works_where_importing_torch_fails(demo_bundle):
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "10 []"
+
+
+def test_server_connects_to_nothing_outside_this_machine(client, demo_server):
+    """No telemetry, version check or font download: every connection the process opened while
+    serving (the launch's own health check and this test's client included) stayed on localhost."""
+    generate(client, PROMPT, "fp32", max_new_tokens=4)
+    hosts = {address[0] for address in demo_server.connections if isinstance(address, tuple)}
+    assert hosts and hosts <= {"127.0.0.1", "localhost", "::1"}, hosts

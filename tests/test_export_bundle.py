@@ -6,6 +6,7 @@ manifest and the parity gate still run for real."""
 
 import errno
 import json
+import os
 import shutil
 
 import numpy as np
@@ -119,3 +120,12 @@ def test_parity_text_from_a_file(reuse_trace, export_checkpoint, tmp_path, capsy
     text.write_text("\n\n".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog." for i in range(40)))
     result = bundle.export_bundle(export_checkpoint, tmp_path / "b", text_file=text, quiet=True)
     assert result.manifest.parity["text"].startswith("text.txt")
+
+
+def test_bundle_is_readable_like_any_new_folder(tiny_bundle):
+    """Built under a private temporary name, the bundle still gets the usual permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    assert tiny_bundle.stat().st_mode & 0o777 == 0o777 & ~umask
+    for name in ("manifest.json", "model.onnx", "tokenizer.json"):
+        assert (tiny_bundle / name).stat().st_mode & 0o777 == 0o666 & ~umask

@@ -5,6 +5,7 @@ Every test works on its own copy of the session's exported bundle (``tiny_bundle
 from __future__ import annotations
 
 import contextlib
+import errno
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import onnx
 import pytest
 
 from gptedge.cli import main
+from gptedge.errors import UserError
 from gptedge.export import fuse_attention, graph, optimize
 from gptedge.export.bundle import fp32_variant
 from gptedge.export.parity import check_batch
@@ -145,6 +147,22 @@ def test_failed_parity_leaves_the_bundle_unchanged(tiny_bundle, tmp_path, capsys
     assert _snapshot(bundle) == before
 
 
+def test_disk_full_leaves_the_bundle_unchanged(tiny_bundle, tmp_path, monkeypatch):
+    real_save = graph.save
+
+    def save_then_fail(model, path, external_data=None):
+        real_save(model, path, external_data)  # the new graph is on disk when the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(graph, "save", save_then_fail)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    before = _snapshot(bundle)
+    with pytest.raises(UserError, match="no space left on the device"):
+        optimize.optimize_bundle(bundle, quiet=True)
+    assert _snapshot(bundle) == before
+
+
 def test_tanh_gelu_keeps_its_form(tiny_bundle, tmp_path):
     """GPT-2's tanh GELU must not become the exact BiasGelu. onnxruntime.transformers' optimizer
     makes exactly that mistake; ``gelu_forms`` sees it, and ``gptedge optimize`` does not make it."""
@@ -196,3 +214,4 @@ def test_contract_names_for_symbolic_sizes():
     assert name("-past_sequence_length + total_sequence_length") == "sequence_length"
     assert name("batch_size") == "batch_size" and name("2*sequence_length") == "2*sequence_length"
     assert name("unk__17") == "unk__17"
+    assert name("exit(sequence_length)") == "exit(sequence_length)"  # never evaluated: not our names

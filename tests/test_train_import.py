@@ -43,7 +43,28 @@ def test_hf_gpt2_import_matches_transformers(tmp_path, hf_gpt2, tokenizer_file, 
         theirs = reference(ids).logits
         ours, _ = ckpt.model(ids)
     assert theirs.abs().max() > 1.0  # not a near-zero model where everything matches
-    assert (ours - theirs).abs().max().item() <= 1e-4
+    assert (ours - theirs).abs().max().item() <= 1e-5
+
+
+def test_hf_gpt2_hub_layout(tmp_path, hf_gpt2, tokenizer_file):
+    """The Hub's gpt2 files name tensors without 'transformer.' and keep the causal-mask buffers."""
+    from safetensors.torch import load_file, save_file
+
+    folder, reference = hf_gpt2
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    shutil.copy(folder / "config.json", hub / "config.json")
+    shutil.copy(tokenizer_file, hub / "tokenizer.json")
+    state = {k.removeprefix("transformer."): v for k, v in load_file(str(folder / "model.safetensors")).items()}
+    for i in range(2):
+        state[f"h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, 64, 64))
+        state[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    save_file(state, str(hub / "model.safetensors"))
+    assert main(["import", str(hub), "--out", str(tmp_path / "ckpt")]) == 0
+    ids = torch.randint(0, TEST_MODEL["vocab_size"], (1, 64))
+    with torch.no_grad():
+        diff = load_checkpoint(tmp_path / "ckpt").model(ids)[0] - reference(ids).logits
+    assert diff.abs().max().item() <= 1e-5
 
 
 def test_hf_gpt2_tokenizer_from_vocab_and_merges(tmp_path, hf_gpt2, tokenizer_file):

@@ -56,7 +56,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if not path.is_dir():
         raise UserError(f"checkpoint folder {path} does not exist: train one with gptedge train or gptedge import")
     if not cfg_path.is_file() and (path / "checkpoint" / CONFIG_FILE).is_file():
-        raise UserError(f"{path} is a training run folder: pass its checkpoint folder, {path / 'checkpoint'}")
+        raise UserError(f"{path} is a training run folder: pass its checkpoint, {path / 'checkpoint'}")
     if not cfg_path.is_file():
         raise UserError(f"{path} is not a gptedge checkpoint (no {CONFIG_FILE}): point at a checkpoint folder")
     try:
@@ -155,7 +155,8 @@ def load_checkpoint(path: str | Path, with_trainer_state: bool = False) -> Check
         try:
             trainer_state = torch.load(path / info["trainer_state"], map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for a damaged pickle
-            raise UserError(f"cannot read {info['trainer_state']} ({type(e).__name__}): train without --resume") from None
+            raise UserError(f"cannot read {info['trainer_state']} ({type(e).__name__}): the optimizer state is "
+                            f"damaged; start over with --overwrite (the weights can still be exported)") from None
     return Checkpoint(
         path=path,
         model=model,

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="model size and training settings (default: tiny; on --resume, the checkpoint's)")
     p.add_argument("--steps", type=int, help="optimizer steps in total (on --resume: train on to this step)")
-    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/PRESET); the checkpoint goes to DIR/checkpoint")
+    p.add_argument("--out", metavar="DIR",
+                   help="run folder (default: runs/PRESET); the checkpoint goes to DIR/checkpoint")
     p.add_argument("--resume", action="store_true", help="continue the run in --out at its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start over, discarding the run already in --out")
     p.add_argument("--vocab-size", type=int, help="tokenizer vocabulary size")

@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from gptedge.errors import UserError
-from gptedge.train.checkpoint import load_checkpoint
+from gptedge.train.checkpoint import load_checkpoint, read_config
 from gptedge.train.model import GPT, KVCache
 
 PAST_STEPS = 32  # decode steps timed at each --past length
@@ -64,9 +64,8 @@ def measure(
 ) -> dict:
     if threads < 1 or repeat < 1:
         raise UserError("--threads and --repeat must be at least 1")
-    torch.set_num_threads(threads)
-    model = load_checkpoint(checkpoint).model.eval()
-    ctx, vocab = model.config.context_length, model.config.vocab_size
+    shape = read_config(checkpoint)["model"]
+    ctx, vocab = shape["context_length"], shape["vocab_size"]
     if prompt_tokens < 1 or new_tokens < 2:
         raise UserError("--prompt-tokens must be at least 1 and --new-tokens at least 2")
     if prompt_tokens + new_tokens > ctx:
@@ -74,6 +73,8 @@ def measure(
     too_long = [p for p in pasts if p < 1 or p + PAST_STEPS > ctx]
     if too_long:
         raise UserError(f"--past {too_long[0]} is out of range: use 1 to {ctx - PAST_STEPS} for this model")
+    torch.set_num_threads(threads)
+    model = load_checkpoint(checkpoint).model.eval()
     gen = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, vocab, (1, prompt_tokens), generator=gen)
     time_generation(model, prompt, min(new_tokens, 8))  # warm-up: allocator, thread pool, kernels
@@ -83,7 +84,8 @@ def measure(
     past = []
     for p in pasts:
         seconds = statistics.median(time_past(model, p, PAST_STEPS, vocab, gen) for _ in range(repeat))
-        past.append({"past": p, "decode_tokens_per_s": PAST_STEPS / seconds, "ms_per_token": 1000 * seconds / PAST_STEPS})
+        per_token = seconds / PAST_STEPS
+        past.append({"past": p, "decode_tokens_per_s": 1 / per_token, "ms_per_token": 1000 * per_token})
     return {
         "engine": "pytorch-eager",
         "checkpoint": str(checkpoint),

@@ -324,7 +324,8 @@ class _Trainer:
         self.autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
         )
-        self.windows = heldout_windows(plan.tokens.heldout, self.cfg.seq_len, self.cfg.eval_batches * self.cfg.batch_size)
+        max_windows = self.cfg.eval_batches * self.cfg.batch_size
+        self.windows = heldout_windows(plan.tokens.heldout, self.cfg.seq_len, max_windows)  # (N, seq_len + 1)
         self.unigram_ppl = unigram_perplexity(plan.tokens.train, self.windows[:, 1:], plan.model.vocab_size)
         self.metrics: dict[str, Any] = dict(plan.metrics)
         self.metrics.update(unigram_ppl=self.unigram_ppl, processes=world.size)
@@ -363,7 +364,8 @@ class _Trainer:
                 if step % cfg.eval_interval == 0 or step == cfg.steps:
                     self._evaluate(step)
                 if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
-                    self.metrics.update(train_loss=loss, tokens_per_s=run_tokens / run_seconds)
+                    self.metrics.update(train_loss=loss, tokens_per_s=run_tokens / run_seconds,
+                                        tokens_seen=self.tokens_seen, train_seconds=self.train_seconds)
                     if step == cfg.steps and self.world.is_main:
                         self.metrics["sample"] = self._sample()
                     self._save(step, lr)
@@ -392,7 +394,9 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(cfg.grad_accum):
-            x, y = training_batch(self.plan.tokens.train, cfg.batch_size, cfg.seq_len, cfg.seed, i, micro, self.world.rank)
+            x, y = training_batch(
+                self.plan.tokens.train, cfg.batch_size, cfg.seq_len, cfg.seed, i, micro, self.world.rank
+            )  # (B, T) each
             x, y = x.to(self.device), y.to(self.device)
             last = micro == cfg.grad_accum - 1
             # Gradients are averaged across ranks only on the last micro-batch.
@@ -458,7 +462,8 @@ class _Trainer:
             f"{len(p.tokens.heldout):,} held-out tokens (vocabulary {p.model.vocab_size:,})\n"
             f"model: {p.preset}, {self.model.num_params() / 1e6:.2f}M parameters, {p.model.n_layer} layers, "
             f"{p.model.n_embd} wide; {self.tokens_per_step:,} tokens per step on {self.world.size} x {self.device}\n"
-            + (f"resuming at step {p.start_step} of {self.cfg.steps}" if p.resume else f"training {self.cfg.steps} steps")
+            + (f"resuming at step {p.start_step} of {self.cfg.steps}" if p.resume
+               else f"training {self.cfg.steps} steps")
             + f" into {self.run.root}",
             flush=True,
         )

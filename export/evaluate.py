@@ -1,0 +1,468 @@
+"""``gptedge eval``: one harness that measures every variant of a bundle the same way.
+
+Quantization that quietly makes a model worse is the failure this guards against, so every
+variant (and the PyTorch checkpoint, when given) gets the same figures from the same tokens:
+
+- quality, from full prefills of held-out text cut into non-overlapping windows of context_length
+  tokens (``runtime.session.Decoder``, on CPU for every variant):
+    perplexity           exp(mean negative log-likelihood of each window's tokens 2..T)
+    max_abs_logit_diff   largest |logit - fp32 logit| over every position of every window
+    top1_agreement       share of positions whose most likely next token is fp32's
+- behaviour and speed, through the runtime itself (``gptedge.runtime.load(...).generate``) on the
+  provider the runtime picks for the variant (or ``--provider``):
+    greedy_agreement     per prompt, the share of generated tokens before the first one that
+                         differs from fp32's greedy continuation; averaged over the prompts
+    load_s               runtime.load (hash check and onnxruntime session)
+    ttft_ms, decode_tokens_per_s   the runtime's own timings of those generations (median over prompts)
+- size: the variant's files on disk.
+
+PyTorch figures come from the checkpoint's own forward and ``train.sample.generate`` (its KV-cache
+loop), and its speed from ``python -m gptedge.train.speed`` in a separate process, so torch's
+threads never compete with onnxruntime's. Speed is measured before anything loads torch.
+
+Outputs: a table (``format_table``), eval.json, eval.md and eval.png in --out, and each variant's
+figures in its manifest ``metrics`` (the harness settings in ``manifest.eval``), written atomically.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+import gptedge
+from gptedge import atomic
+from gptedge.errors import UserError
+from gptedge.runtime import contract, providers
+from gptedge.runtime.generation import PREFILL_LOGITS
+from gptedge.runtime.session import Decoder
+
+PROMPTS = 4  # greedy continuations per variant
+PROMPT_TOKENS = 32
+PYTORCH = "pytorch"  # the checkpoint's entry name in the report
+REPORT_FILES = ("eval.json", "eval.md", "eval.png")
+
+
+@dataclass
+class EvalResult:
+    report: dict[str, Any]
+    files: list[Path]
+
+
+@dataclass
+class Quality:
+    """Running sums over the windows for one engine."""
+
+    nll: float = 0.0
+    scored: int = 0
+    max_abs_logit_diff: float = 0.0
+    agree: int = 0
+    positions: int = 0
+
+    def add(self, logits: np.ndarray, windows: np.ndarray, reference: np.ndarray) -> None:
+        """logits and reference (B, T, V) float32, windows (B, T) token ids."""
+        logits = logits.astype(np.float32, copy=False)
+        top = logits.max(axis=-1, keepdims=True)  # (B, T, 1)
+        lse = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]  # (B, T)
+        target = np.take_along_axis(logits[:, :-1], windows[:, 1:, None], axis=-1)[..., 0]  # (B, T - 1)
+        self.nll += float((lse[:, :-1] - target).sum(dtype=np.float64))
+        self.scored += target.size
+        self.max_abs_logit_diff = max(self.max_abs_logit_diff, float(np.abs(logits - reference).max()))
+        self.agree += int((logits.argmax(-1) == reference.argmax(-1)).sum())
+        self.positions += logits.shape[0] * logits.shape[1]
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "perplexity": float(np.exp(self.nll / self.scored)),
+            "max_abs_logit_diff": self.max_abs_logit_diff,
+            "top1_agreement": self.agree / self.positions,
+        }
+
+
+def full_windows(tokens: np.ndarray, context_length: int) -> np.ndarray:
+    """(N, context_length): the text cut into whole, non-overlapping windows (the rest dropped)."""
+    n = len(tokens) // context_length
+    if n == 0:
+        raise UserError(
+            f"the held-out text has {len(tokens)} tokens, fewer than one window of the model's context "
+            f"({context_length}): give a longer --text"
+        )
+    return tokens[: n * context_length].reshape(n, context_length).astype(np.int64)
+
+
+def greedy_prompts(tokens: np.ndarray, context_length: int, new_tokens: int) -> tuple[list[list[int]], int]:
+    """PROMPTS prompts spread over the text, and the new tokens per prompt (fitted into the
+    context, so every engine continues within one window and the checkpoint can too)."""
+    if new_tokens < 2:
+        raise UserError(f"--new-tokens {new_tokens} is too few: generate at least 2 tokens")
+    length = min(PROMPT_TOKENS, context_length // 4)
+    starts = np.linspace(0, len(tokens) - length, num=PROMPTS).astype(int)
+    return [tokens[s : s + length].tolist() for s in starts], min(new_tokens, context_length - length)
+
+
+def evaluate_bundle(
+    bundle_dir: str | Path,
+    text_file: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    provider: str = "auto",
+    threads: int | None = None,
+    new_tokens: int = 128,
+    quiet: bool = False,
+) -> EvalResult:
+    from gptedge.export.heldout import heldout_text
+
+    bundle_dir = Path(bundle_dir)
+    out_dir = Path(out_dir) if out_dir is not None else bundle_dir / "eval"
+    manifest = contract.read_bundle(bundle_dir)  # every variant's hash is checked here
+    if "fp32" not in manifest.variants:
+        raise UserError(f"{bundle_dir} has no fp32 variant to measure against: re-export the bundle")
+    if provider != "auto":
+        providers.resolve(provider)  # an unknown or missing provider fails before any work
+    options = providers.session_options(threads)
+    info = _checkpoint_info(checkpoint_dir, manifest) if checkpoint_dir else manifest.provenance
+    tokenizer = Tokenizer.from_file(str(bundle_dir / contract.TOKENIZER_FILE))
+    text = heldout_text(info, tokenizer, text_file)
+    shape = manifest.model
+    windows = full_windows(text.tokens, shape.context_length)
+    prompts, n_new = greedy_prompts(text.tokens, shape.context_length, new_tokens)
+
+    runs = {name: _runtime_figures(bundle_dir, manifest, name, provider, threads, prompts, n_new)
+            for name in _progress(list(manifest.variants), "eval: generate", quiet)}
+    entries: dict[str, dict[str, Any]] = {}
+    for name, v in manifest.variants.items():
+        entries[name] = {"precision": v.precision, "file": v.file, "sha256": v.sha256, "size_bytes": v.size_bytes + v.data_size_bytes}
+    engines: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        name: _onnx_logits(bundle_dir / v.file, manifest, v.cache_dtype, options) for name, v in manifest.variants.items()
+    }
+    pytorch = None
+    if checkpoint_dir:
+        pytorch = _PyTorch(Path(checkpoint_dir), info)
+        engines[PYTORCH] = pytorch.logits
+        entries[PYTORCH] = {"precision": "fp32 (PyTorch)", "file": pytorch.weights.name, "size_bytes": pytorch.weights.stat().st_size}
+        runs[PYTORCH] = pytorch.runtime_figures(prompts, n_new, threads)
+    quality = _quality(engines, windows, shape.vocab_size, quiet)
+
+    fp32, fp32_run = quality["fp32"], runs["fp32"]
+    for name, entry in entries.items():
+        entry.update(quality[name].figures())
+        entry.update(runs[name])
+        entry["size_vs_fp32"] = entry["size_bytes"] / entries["fp32"]["size_bytes"]
+        entry["perplexity_vs_fp32_pct"] = 100 * (entry["perplexity"] / fp32.figures()["perplexity"] - 1)
+        entry["greedy_agreement"] = _greedy_agreement(runs[name].get("tokens"), fp32_run.get("tokens"))
+        if entry.get("decode_tokens_per_s") and fp32_run.get("decode_tokens_per_s"):
+            entry["decode_vs_fp32"] = entry["decode_tokens_per_s"] / fp32_run["decode_tokens_per_s"]
+    settings = {
+        "text": text.description,
+        "windows": int(windows.shape[0]),
+        "window_tokens": shape.context_length,
+        "tokens_scored": int(windows.shape[0] * (shape.context_length - 1)),
+        "quality_provider": "cpu",
+        "prompts": len(prompts),
+        "prompt_tokens": len(prompts[0]),
+        "new_tokens": n_new,
+        "threads": threads,
+        "machine": _machine(),
+        "gptedge": gptedge.__version__,
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    report = {"bundle": str(bundle_dir), "model": asdict(shape), "settings": settings, "entries": entries}
+    files = _write_reports(report, out_dir)
+    _write_metrics(bundle_dir, report)
+    return EvalResult(report, files)
+
+
+def _progress(items: list[str], desc: str, quiet: bool) -> Any:
+    return tqdm(items, desc=desc, unit="variant", disable=quiet, file=sys.stderr, leave=False)
+
+
+def _checkpoint_info(checkpoint_dir: str | Path, manifest: contract.Manifest) -> dict[str, Any]:
+    """The checkpoint's config.json, refusing one the bundle was not exported from."""
+    from gptedge.train.checkpoint import read_config
+
+    info = read_config(checkpoint_dir)
+    digest = contract.file_sha256(Path(checkpoint_dir) / info["weights"])
+    if manifest.provenance.get("weights_sha256") not in (None, digest):
+        raise UserError(
+            f"the bundle was not exported from {checkpoint_dir} (its weights differ from the bundle's source): "
+            f"pass the checkpoint it came from"
+        )
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation and speed, through the runtime
+
+
+def _runtime_figures(
+    bundle_dir: Path,
+    manifest: contract.Manifest,
+    name: str,
+    provider: str,
+    threads: int | None,
+    prompts: list[list[int]],
+    n_new: int,
+) -> dict[str, Any]:
+    from gptedge.runtime.model import load
+
+    try:
+        _, chosen = providers.choose(manifest, name, provider)
+    except UserError as e:  # e.g. fp16 on a machine with no GPU provider
+        return {"provider": None, "not_run": str(e)}
+    start = time.perf_counter()
+    model = load(bundle_dir, variant=name, provider=chosen.name, threads=threads)
+    load_s = time.perf_counter() - start
+    greedy = dict(temperature=0.0, ignore_eos=True, stop=(), repetition_penalty=1.0)
+    model.generate(prompts[0], max_new_tokens=min(8, n_new), **greedy)  # warm-up: threads, allocator
+    results = [model.generate(p, max_new_tokens=n_new, **greedy) for p in prompts]
+    return {
+        "provider": chosen.name,
+        "load_s": load_s,
+        "ttft_ms": 1000 * statistics.median(r.ttft_s for r in results),
+        "decode_tokens_per_s": statistics.median(r.tokens_per_s for r in results),
+        "tokens": [r.token_ids for r in results],
+    }
+
+
+def _greedy_agreement(tokens: list[list[int]] | None, reference: list[list[int]] | None) -> float | None:
+    if tokens is None or reference is None:
+        return None
+    shares = []
+    for ours, ref in zip(tokens, reference):
+        same = next((i for i, (a, b) in enumerate(zip(ours, ref)) if a != b), min(len(ours), len(ref)))
+        shares.append(same / len(ref))
+    return float(np.mean(shares))
+
+
+# ---------------------------------------------------------------------------------------------
+# Quality, from full windows
+
+
+def _onnx_logits(path: Path, manifest: contract.Manifest, cache_dtype: str, options: Any) -> Callable[[np.ndarray], np.ndarray]:
+    decoder = Decoder(path, manifest, options=options, cache_dtype=cache_dtype)
+
+    def logits(windows: np.ndarray) -> np.ndarray:
+        B, T = windows.shape
+        positions = np.broadcast_to(np.arange(T, dtype=np.int64), (B, T))
+        out, _ = decoder.run(windows, np.ones((B, T), np.int64), np.ascontiguousarray(positions), decoder.empty_cache(B))
+        return out  # (B, T, V)
+
+    return logits
+
+
+def _quality(
+    engines: dict[str, Callable[[np.ndarray], np.ndarray]], windows: np.ndarray, vocab: int, quiet: bool
+) -> dict[str, Quality]:
+    """Every engine on the same batches of windows, compared with fp32 batch by batch (so no
+    engine's logits for the whole text are ever held)."""
+    quality = {name: Quality() for name in engines}
+    batch = max(1, PREFILL_LOGITS // (windows.shape[1] * vocab))
+    starts = range(0, len(windows), batch)
+    for start in tqdm(starts, desc="eval: perplexity", unit="batch", disable=quiet, file=sys.stderr, leave=False):
+        x = windows[start : start + batch]
+        reference = engines["fp32"](x)
+        for name, run in engines.items():
+            logits = reference if name == "fp32" else run(x)
+            quality[name].add(logits, x, reference)
+    return quality
+
+
+class _PyTorch:
+    """The checkpoint as the harness's extra engine (torch imported only here)."""
+
+    def __init__(self, path: Path, info: dict[str, Any]) -> None:
+        self.path = path
+        self.weights = path / info["weights"]
+        self.model = None
+        self.load_s = 0.0
+
+    def _model(self):
+        if self.model is None:
+            from gptedge.train.checkpoint import load_checkpoint
+
+            start = time.perf_counter()
+            self.model = load_checkpoint(self.path).model.eval()
+            self.load_s = time.perf_counter() - start
+        return self.model
+
+    def logits(self, windows: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out, _ = self._model()(torch.from_numpy(windows))
+        return out.numpy()
+
+    def runtime_figures(self, prompts: list[list[int]], n_new: int, threads: int | None) -> dict[str, Any]:
+        """Speed in a separate process first (``train.speed``), then greedy tokens here."""
+        from gptedge.train.sample import generate
+
+        cmd = [sys.executable, "-m", "gptedge.train.speed", str(self.path), "--json",
+               "--prompt-tokens", str(len(prompts[0])), "--new-tokens", str(n_new),
+               "--threads", str(threads or os.cpu_count() or 1)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"the PyTorch speed run failed ({last}): run `{' '.join(cmd)}` to see why")
+        speed = json.loads(proc.stdout.strip().splitlines()[-1])
+        model = self._model()
+        tokens = [generate(model, p, n_new, temperature=0.0) for p in prompts]
+        return {
+            "provider": "torch",
+            "load_s": self.load_s,
+            "ttft_ms": speed["ttft_ms"],
+            "decode_tokens_per_s": speed["decode_tokens_per_s"],
+            "tokens": tokens,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def _machine() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+COLUMNS = (  # header, key, format
+    ("variant", None, ""),
+    ("provider", "provider", ""),
+    ("size MB", "size_mb", ".2f"),
+    ("x fp32", "size_vs_fp32", ".3f"),
+    ("perplexity", "perplexity", ".4f"),
+    ("vs fp32", "perplexity_vs_fp32_pct", "+.3f"),
+    ("max |dlogit|", "max_abs_logit_diff", ".4f"),
+    ("top-1", "top1_agreement", ".4f"),
+    ("greedy", "greedy_agreement", ".3f"),
+    ("load s", "load_s", ".3f"),
+    ("TTFT ms", "ttft_ms", ".1f"),
+    ("tok/s", "decode_tokens_per_s", ".0f"),
+    ("x fp32", "decode_vs_fp32", ".2f"),
+)
+
+
+def _rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = [[c[0] for c in COLUMNS]]
+    for name, e in report["entries"].items():
+        e = {**e, "size_mb": e["size_bytes"] / 1e6}
+        cells = [name] + [_fmt(e.get(key), spec) if spec else str(e.get(key) or "-") for _, key, spec in COLUMNS[1:]]
+        cells[5] = cells[5] + " %" if cells[5] != "-" else cells[5]
+        rows.append(cells)
+    return rows
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    s = report["settings"]
+    notes = [
+        f"text: {s['text']}; {s['windows']} windows of {s['window_tokens']} tokens ({s['tokens_scored']} tokens "
+        f"scored), the same for every engine; quality computed on cpu",
+        f"greedy: {s['prompts']} prompts of {s['prompt_tokens']} tokens, {s['new_tokens']} new tokens each; "
+        f"agreement = share of tokens before the first that differs from fp32's",
+        f"machine: {s['machine']}; speed is batch 1, median over the prompts (gptedge bench measures it more carefully)",
+    ]
+    for name, e in report["entries"].items():
+        if e.get("not_run"):
+            notes.append(f"{name}: not generated with ({e['not_run']})")
+    return notes
+
+
+def format_table(report: dict[str, Any]) -> str:
+    rows = _rows(report)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    return "\n".join(lines + [""] + _notes(report))
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    rows = _rows(report)
+    m = report["model"]
+    lines = [
+        f"# gptedge eval: {Path(report['bundle']).name}",
+        "",
+        f"Model: {m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} wide, vocabulary {m['vocab_size']}, "
+        f"context {m['context_length']}. Measured {report['settings']['measured_at']}.",
+        "",
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(rows[0]))) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    lines += ["", *(f"- {n}" for n in _notes(report)), "", "![size, perplexity and speed](eval.png)", ""]
+    return "\n".join(lines)
+
+
+def _chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = report["entries"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    for name, e in entries.items():
+        left.scatter(e["size_bytes"] / 1e6, e["perplexity"], s=40)
+        left.annotate(name, (e["size_bytes"] / 1e6, e["perplexity"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        if e.get("decode_tokens_per_s"):
+            right.scatter(e["decode_tokens_per_s"], e["perplexity"], s=40)
+            right.annotate(name, (e["decode_tokens_per_s"], e["perplexity"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    left.set_xlabel("file size (MB)")
+    left.set_ylabel("held-out perplexity (lower is better)")
+    right.set_xlabel("decode tokens / s (batch 1)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    m = report["model"]
+    fig.suptitle(f"{Path(report['bundle']).name}: {m['n_layer']} layers, {m['n_embd']} wide; "
+                 f"size vs perplexity vs decode speed")
+    fig.tight_layout()
+    with atomic.temporary_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def _write_reports(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    json_report = {**report, "entries": {k: {f: v for f, v in e.items() if f != "tokens"} for k, e in report["entries"].items()}}
+    paths = [out_dir / f for f in REPORT_FILES]
+    atomic.write_text(paths[0], json.dumps(json_report, indent=2) + "\n")
+    atomic.write_text(paths[1], _markdown(report))
+    _chart(report, paths[2])
+    return paths
+
+
+METRIC_KEYS = (
+    "perplexity", "perplexity_vs_fp32_pct", "max_abs_logit_diff", "top1_agreement", "greedy_agreement",
+    "size_vs_fp32", "provider", "load_s", "ttft_ms", "decode_tokens_per_s", "decode_vs_fp32",
+)
+
+
+def _write_metrics(bundle_dir: Path, report: dict[str, Any]) -> None:
+    """Each measured variant's figures into its manifest entry, the shared settings (and the
+    PyTorch figures) into ``manifest.eval``; variants changed meanwhile are left alone."""
+    manifest = contract.read_manifest(bundle_dir)
+    for name, entry in report["entries"].items():
+        variant = manifest.variants.get(name)
+        if variant is not None and variant.sha256 == entry.get("sha256"):
+            variant.metrics = {k: entry[k] for k in METRIC_KEYS if entry.get(k) is not None}
+    manifest.eval = dict(report["settings"])
+    if PYTORCH in report["entries"]:
+        manifest.eval[PYTORCH] = {k: report["entries"][PYTORCH][k] for k in METRIC_KEYS if report["entries"][PYTORCH].get(k) is not None}
+    contract.write_manifest(bundle_dir, manifest)

@@ -1,0 +1,251 @@
+"""``gptedge quantize``: add a smaller or faster variant of the fp32 graph to a bundle.
+
+    int8         dynamic int8 matmuls, for CPUs                    (quantize_int8)
+    int4         4-bit weight blocks, MatMulNBits, for CPUs        (quantize_int4)
+    fp16         half precision, for GPU providers                 (quantize_fp16)
+    int8-static  calibrated QDQ graph, the format of NPU providers (quantize_static)
+
+Each precision is one variant of the bundle, named after it, in its own file beside the fp32 graph
+(``model.int8.onnx``, ...); the fp32 variant stays, as the reference every figure is measured
+against. ``gptedge eval`` measures what each variant costs in quality and gains in size and speed.
+
+Safety: everything is checked before any work (the bundle, the fp32 graph's hash, the calibration
+text, a variant already present); the new graph is converted in memory, loaded and run once by
+onnxruntime, written under a temporary name and renamed into place, and only then does a new
+manifest (``contract.write_manifest``, atomic) list it: the manifest is the commit point. A failure
+or a kill before it leaves the bundle as it was, at most with a stray file the manifest does not
+name, which the next run overwrites.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import logging
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import onnx
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from gptedge import atomic
+from gptedge.errors import UserError
+from gptedge.runtime import contract
+
+PRECISIONS = ("int8", "int4", "fp16", "int8-static")
+# What each target gets: CPUs the two integer variants (int8 the safer, int4 the smaller and
+# faster); GPUs fp16; phones int8 (onnxruntime's mobile packages run its integer ops on the CPU);
+# NPUs the calibrated QDQ graph.
+TARGETS: dict[str, tuple[str, ...]] = {
+    "cpu": ("int8", "int4"),
+    "gpu": ("fp16",),
+    "mobile": ("int8",),
+    "npu": ("int8-static",),
+}
+# The providers each precision is meant for (runtime.providers short names).
+PROVIDERS: dict[str, list[str]] = {
+    "int8": ["cpu"],
+    "int4": ["cpu"],
+    "fp16": ["cuda", "directml", "webgpu"],
+    "int8-static": ["qnn", "nnapi", "cpu"],
+}
+# Manifest order. The runtime's "auto" takes the first variant that suits a CPU-like provider, so
+# the order is the recommendation: int8 (within 0.1 % of fp32's perplexity on our models), then
+# int4 (smaller, as fast), then fp32; the QDQ graph is for NPUs and runs no faster than fp32 on a CPU.
+ORDER = ("int8", "int4", "fp32", "int8-static", "fp16")
+RECORD = "quantization"  # key of the per-variant settings in manifest.provenance
+TOOLS = ("onnxruntime", "onnx")
+
+
+def variant_file(precision: str) -> str:
+    return f"model.{precision}.onnx"
+
+
+def precisions_for(to: str | None, target: str | None) -> list[str]:
+    """The precisions to add for ``--to`` or ``--target`` (exactly one of them)."""
+    if (to is None) == (target is None):
+        raise UserError("give either --to PRECISION or --target TARGET: e.g. --to int8, or --target cpu")
+    if to is not None:
+        if to not in PRECISIONS:
+            raise UserError(f"unknown precision {to!r}: use one of {', '.join(PRECISIONS)}")
+        return [to]
+    if target not in TARGETS:
+        raise UserError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
+    return list(TARGETS[target])
+
+
+@dataclass
+class QuantizeResult:
+    bundle: Path
+    name: str  # the variant's name in the manifest (its precision)
+    variant: contract.Variant
+    settings: dict[str, Any]
+    fp32_size_bytes: int
+
+
+def quantize_bundle(
+    bundle_dir: str | Path,
+    precisions: Sequence[str],
+    text_file: str | Path | None = None,
+    force: bool = False,
+    quiet: bool = False,
+) -> list[QuantizeResult]:
+    """Add one variant per precision, each committed on its own; all checks run before any work."""
+    bundle_dir = Path(bundle_dir)
+    manifest = contract.read_manifest(bundle_dir)
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        if precision in manifest.variants and not force:
+            raise UserError(
+                f"{bundle_dir} already has the {precision} variant ({manifest.variants[precision].file}): "
+                f"pass --force to quantize it again"
+            )
+    fp32_path = contract.verify_variant(bundle_dir, manifest, "fp32")
+    if text_file is not None and "int8-static" not in precisions:
+        raise UserError("--text is calibration text for int8-static; the other precisions need none: leave it out")
+    tokens = calibration_tokens(bundle_dir, manifest, text_file) if "int8-static" in precisions else None
+    return [_add_variant(bundle_dir, fp32_path, precision, tokens, quiet) for precision in precisions]
+
+
+def calibration_tokens(bundle_dir: Path, manifest: contract.Manifest, text_file: str | Path | None) -> np.ndarray:
+    """Held-out text for int8-static: ``text_file``, or the held-out split of the default corpus
+    (as ``gptedge export`` chose it, from the training settings in the provenance when present)."""
+    from gptedge.export.heldout import heldout_text
+
+    if text_file is not None:
+        path = Path(text_file)
+        if path.is_file() and not path.read_bytes().strip():
+            raise UserError(f"calibration text {text_file} is empty: give a file of held-out text, or leave out --text")
+    tokenizer = Tokenizer.from_file(str(bundle_dir / contract.TOKENIZER_FILE))
+    return heldout_text(manifest.provenance, tokenizer, text_file).tokens
+
+
+def _add_variant(
+    bundle_dir: Path, fp32_path: Path, precision: str, tokens: np.ndarray | None, quiet: bool
+) -> QuantizeResult:
+    manifest = contract.read_manifest(bundle_dir)  # as committed by the previous precision
+    file = variant_file(precision)
+    steps = tqdm(total=4, desc=f"quantize {precision}", unit="step", disable=quiet, file=sys.stderr,
+                 bar_format="{desc}: {n}/{total} {postfix} [{elapsed}]")
+    try:
+        steps.set_postfix_str("convert")
+        model, settings = convert(precision, fp32_path, manifest, tokens)
+        steps.update()
+
+        steps.set_postfix_str("check")
+        cache_dtype = settings.get("cache_dtype", "float32")
+        with atomic.temporary_path(bundle_dir / file) as tmp:
+            tmp.write_bytes(model.SerializeToString())
+            smoke_test(tmp, manifest, cache_dtype)
+            steps.update()
+            steps.set_postfix_str("write")
+            if precision in manifest.variants:  # --force: first commit a manifest without the old one
+                del manifest.variants[precision]
+                contract.write_manifest(bundle_dir, manifest)
+        steps.update()  # the new file is in place, under a name the manifest does not list yet
+
+        steps.set_postfix_str("commit")
+        size, digest = contract.describe_file(bundle_dir, file)
+        variant = contract.Variant(
+            file=file, precision=precision, size_bytes=size, sha256=digest, cache_dtype=cache_dtype,
+            providers=list(PROVIDERS[precision]),
+        )
+        manifest.variants[precision] = variant
+        manifest.variants = {k: manifest.variants[k] for k in sorted(manifest.variants, key=_order)}
+        manifest.provenance.setdefault(RECORD, {})[precision] = {
+            **settings,
+            "tools": {name: metadata.version(name) for name in TOOLS},
+            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        contract.write_manifest(bundle_dir, manifest)
+        steps.set_postfix_str("done")
+        steps.update()
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise UserError(f"no space left on the device writing {bundle_dir / file}: free some space and run again") from None
+        raise UserError(f"cannot write {bundle_dir / file} ({e.strerror or e}): check the folder and its permissions") from None
+    finally:
+        steps.close()
+    fp32 = manifest.variants["fp32"]
+    return QuantizeResult(bundle_dir, precision, variant, settings, fp32.size_bytes + fp32.data_size_bytes)
+
+
+def _order(name: str) -> int:
+    return ORDER.index(name) if name in ORDER else len(ORDER)
+
+
+def convert(
+    precision: str, fp32_path: Path, manifest: contract.Manifest, tokens: np.ndarray | None
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The converted graph (in memory) and the settings that made it."""
+    model = onnx.load(str(fp32_path))  # with its external data, if any
+    with _quiet_quantizers():
+        if precision == "int8":
+            from gptedge.export.quantize_int8 import quantize_int8
+
+            return quantize_int8(model)
+        if precision == "int4":
+            from gptedge.export.quantize_int4 import quantize_int4
+
+            return quantize_int4(model)
+        if precision == "fp16":
+            from gptedge.export.quantize_fp16 import convert_fp16
+
+            return convert_fp16(model)
+        from gptedge.export.quantize_static import quantize_int8_static
+        from gptedge.runtime.session import Decoder
+
+        return quantize_int8_static(model, Decoder(fp32_path, manifest), tokens)
+
+
+def smoke_test(path: Path, manifest: contract.Manifest, cache_dtype: str) -> None:
+    """Load the new graph in onnxruntime (CPU) and run a two-token prefill and one decode step:
+    a graph that fails here is a bug in the conversion, and must never reach the bundle."""
+    from gptedge.runtime.session import Decoder
+
+    decoder = Decoder(path, manifest, cache_dtype=cache_dtype)
+    ids = np.array([[manifest.eos_token_id, manifest.eos_token_id]], dtype=np.int64)
+    logits, cache = decoder.run(ids, np.ones((1, 2), np.int64), np.arange(2)[None, :], decoder.empty_cache(1))
+    logits, _ = decoder.run(ids[:, :1], np.ones((1, 3), np.int64), np.array([[2]]), cache)
+    if logits.shape != (1, 1, manifest.model.vocab_size) or not np.isfinite(logits).all():
+        raise RuntimeError(f"the converted graph computes logits of shape {logits.shape} with non-finite values")
+
+
+@contextlib.contextmanager
+def _quiet_quantizers() -> Iterator[None]:
+    """onnxruntime's quantizers log every node they skip, and ``matmul_nbits_quantizer`` calls
+    ``logging.basicConfig(level=INFO)`` when imported: silence them while they run and put the
+    process's logging back as it was."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    import onnxruntime.quantization.matmul_nbits_quantizer  # noqa: F401  (configures logging on import)
+
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
+
+
+def report(results: list[QuantizeResult]) -> str:
+    """One line per variant added, with what a user should know about it."""
+    lines = []
+    for r in results:
+        v = r.variant
+        line = (f"added {r.name} to {r.bundle}: {v.file}, {v.size_bytes / 1e6:.1f} MB "
+                f"({v.size_bytes / r.fp32_size_bytes:.2f} x fp32), for {', '.join(v.providers)}")
+        if "reduce_range_reason" in r.settings:
+            line += f"; {r.settings['reduce_range_reason']}"
+        if "output_head_bits" in r.settings:
+            line += f"; output head and token table at {r.settings['output_head_bits']} bits"
+        lines.append(line)
+    lines.append(f"measure them with: gptedge eval {results[0].bundle}" if results else "nothing to do")
+    return "\n".join(lines)
