@@ -1,6 +1,6 @@
 """The demo page: type a prompt, watch the answer stream, see what each variant and setting costs.
 
-    gptedge demo [BUNDLE]          # or: serve(build_page(ModelPool(bundle)), host, port)
+    gptedge demo [BUNDLE]          # in Python: serve(ModelPool(bundle), host, port)
 
 Offline by construction: a theme with system fonts only (no web fonts), analytics off, no share
 link unless asked, bound to 127.0.0.1 by default. Requests wait in a bounded queue and at most
@@ -54,26 +54,12 @@ CSS = """
 """
 
 
-def _describe(pool: ModelPool) -> str:
-    m = pool.manifest
-    shape = m.model
-    step = m.provenance.get("checkpoint_step")
-    return (
-        f"# gptedge demo\n"
-        f"Bundle `{pool.bundle_dir}`"
-        + (f" (trained {step} steps)" if step is not None else "")
-        + f": {shape.n_layer} layers, {shape.n_head} heads, {shape.n_embd} wide, vocabulary {shape.vocab_size:,}, "
-        f"context {shape.context_length} tokens. The model continues your text one token at a time: "
-        f"each step it gives every token in its vocabulary a probability and one is picked."
-    )
-
-
 def build_page(pool: ModelPool) -> gr.Blocks:
     sampling = pool.manifest.sampling
     headers, rows = views.variant_table(pool.manifest)
 
     with gr.Blocks(title="gptedge demo", analytics_enabled=False) as page:
-        gr.Markdown(_describe(pool))
+        gr.Markdown(views.bundle_description(pool.manifest, pool.bundle_dir))
         with gr.Row():
             with gr.Column(scale=3):
                 prompt = gr.Textbox(
@@ -112,8 +98,8 @@ def build_page(pool: ModelPool) -> gr.Blocks:
             with gr.Column(scale=3):
                 tokens = gr.HTML(label="Each generated token and the probability the model gave it",
                                  elem_id="answer-tokens")
-        gr.Markdown("### This bundle's variants\nSize from the manifest; quality and speed from `gptedge eval` "
-                    "(blank until it has run).")
+        gr.Markdown("### This bundle's variants\nSize from the manifest; held-out perplexity, agreement with "
+                    "fp32's next token and greedy text, and speed from `gptedge eval` (blank until it has run).")
         gr.Dataframe(value=rows, headers=headers, interactive=False, elem_id="variants")
 
         choice = [variant, provider]

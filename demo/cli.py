@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gptedge import paths
+from gptedge.runtime import contract
 from gptedge.cli import require
 from gptedge.errors import UserError
 
@@ -32,6 +33,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise UserError(f"there is no bundle at {bundle}: run gptedge build first, or pass a bundle folder")
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is out of range: use a port from 1 to 65535")
+    contract.read_manifest(bundle)  # a wrong folder fails now, before seconds of importing gradio
     require("gradio", "demo")
     from gptedge.demo.app import serve
     from gptedge.demo.models import ModelPool

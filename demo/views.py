@@ -5,6 +5,7 @@ every format in one place."""
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any, Sequence
 
 from gptedge.runtime import contract
@@ -19,12 +20,23 @@ STOP_REASONS = {"eos": "end of text", "stop": "stop string", "length": "max new 
 METRIC_COLUMNS = (
     ("perplexity", "perplexity", "{:.2f}"),
     ("vs fp32", "perplexity_vs_fp32_pct", "{:+.2f} %"),
-    ("top-1 agreement", "top1_agreement", "{:.1%}"),
-    ("greedy agreement", "greedy_agreement", "{:.0%}"),
-    ("first token (ms)", "ttft_ms", "{:.1f}"),
-    ("decode (tok/s)", "decode_tokens_per_s", "{:,.0f}"),
+    ("top-1 = fp32", "top1_agreement", "{:.1%}"),
+    ("greedy = fp32", "greedy_agreement", "{:.0%}"),
+    ("first token ms", "ttft_ms", "{:.1f}"),
+    ("tokens/s", "decode_tokens_per_s", "{:,.0f}"),
     ("speed vs fp32", "decode_vs_fp32", "{:.2f}×"),
 )
+
+
+def bundle_description(manifest: contract.Manifest, bundle_dir: Path) -> str:
+    shape, step = manifest.model, manifest.provenance.get("checkpoint_step")
+    return (
+        f"# gptedge demo\n"
+        f"Bundle `{bundle_dir}`" + (f" (trained {step} steps)" if step is not None else "")
+        + f": {shape.n_layer} layers, {shape.n_head} heads, {shape.n_embd} wide, vocabulary {shape.vocab_size:,}, "
+        f"context {shape.context_length} tokens. The model continues your text one token at a time: at each "
+        f"step it gives every token of its vocabulary a probability, and one of the likely ones is picked."
+    )
 
 
 def stats_line(result: GenerationResult, variant: str, provider: str) -> str:
@@ -40,7 +52,7 @@ def stats_line(result: GenerationResult, variant: str, provider: str) -> str:
 def variant_table(manifest: contract.Manifest) -> tuple[list[str], list[list[Any]]]:
     """(headers, rows): one row per variant with its size and the eval harness's figures."""
     fp32 = manifest.variants.get("fp32")
-    headers = ["variant", "precision", "size (MB)", "size vs fp32"] + [h for h, _, _ in METRIC_COLUMNS]
+    headers = ["variant", "precision", "size MB", "size vs fp32"] + [h for h, _, _ in METRIC_COLUMNS]
     rows = []
     for name, v in manifest.variants.items():
         size = v.size_bytes + v.data_size_bytes

@@ -144,7 +144,9 @@ def export_bundle(
         raise UserError(f"{out_dir} appeared while exporting: choose another output folder or pass --force") from None
     except OSError as e:
         if e.errno == errno.ENOSPC:
-            raise UserError(f"no space left on the device writing {out_dir}: free some space and export again") from None
+            raise UserError(
+                f"no space left on the device writing {out_dir}: free some space and export again"
+            ) from None
         raise UserError(f"cannot write {out_dir} ({e.strerror or e}): check the folder and its permissions") from None
     finally:
         steps.close()

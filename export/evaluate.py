@@ -139,31 +139,23 @@ def evaluate_bundle(
     windows = full_windows(text.tokens, shape.context_length)
     prompts, n_new = greedy_prompts(text.tokens, shape.context_length, new_tokens)
 
+    # Speed first, before anything loads torch into this process.
     runs = {name: _runtime_figures(bundle_dir, manifest, name, provider, threads, prompts, n_new)
             for name in _progress(list(manifest.variants), "eval: generate", quiet)}
-    entries: dict[str, dict[str, Any]] = {}
-    for name, v in manifest.variants.items():
-        entries[name] = {"precision": v.precision, "file": v.file, "sha256": v.sha256, "size_bytes": v.size_bytes + v.data_size_bytes}
+    entries = {
+        name: {"precision": v.precision, "file": v.file, "sha256": v.sha256, "size_bytes": v.size_bytes + v.data_size_bytes}
+        for name, v in manifest.variants.items()
+    }
     engines: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         name: _onnx_logits(bundle_dir / v.file, manifest, v.cache_dtype, options) for name, v in manifest.variants.items()
     }
-    pytorch = None
     if checkpoint_dir:
         pytorch = _PyTorch(Path(checkpoint_dir), info)
+        runs[PYTORCH] = pytorch.runtime_figures(prompts, n_new, threads)
         engines[PYTORCH] = pytorch.logits
         entries[PYTORCH] = {"precision": "fp32 (PyTorch)", "file": pytorch.weights.name, "size_bytes": pytorch.weights.stat().st_size}
-        runs[PYTORCH] = pytorch.runtime_figures(prompts, n_new, threads)
     quality = _quality(engines, windows, shape.vocab_size, quiet)
-
-    fp32, fp32_run = quality["fp32"], runs["fp32"]
-    for name, entry in entries.items():
-        entry.update(quality[name].figures())
-        entry.update(runs[name])
-        entry["size_vs_fp32"] = entry["size_bytes"] / entries["fp32"]["size_bytes"]
-        entry["perplexity_vs_fp32_pct"] = 100 * (entry["perplexity"] / fp32.figures()["perplexity"] - 1)
-        entry["greedy_agreement"] = _greedy_agreement(runs[name].get("tokens"), fp32_run.get("tokens"))
-        if entry.get("decode_tokens_per_s") and fp32_run.get("decode_tokens_per_s"):
-            entry["decode_vs_fp32"] = entry["decode_tokens_per_s"] / fp32_run["decode_tokens_per_s"]
+    _compare(entries, {name: q.figures() for name, q in quality.items()}, runs)
     settings = {
         "text": text.description,
         "windows": int(windows.shape[0]),
@@ -182,6 +174,19 @@ def evaluate_bundle(
     files = _write_reports(report, out_dir)
     _write_metrics(bundle_dir, report)
     return EvalResult(report, files)
+
+
+def _compare(entries: dict[str, dict[str, Any]], quality: dict[str, dict[str, float]], runs: dict[str, dict[str, Any]]) -> None:
+    """Every entry's figures, and each one's ratio to fp32's."""
+    fp32, fp32_run = entries["fp32"], runs["fp32"]
+    for name, entry in entries.items():
+        entry.update(quality[name])
+        entry.update(runs[name])
+        entry["size_vs_fp32"] = entry["size_bytes"] / fp32["size_bytes"]
+        entry["perplexity_vs_fp32_pct"] = 100 * (entry["perplexity"] / quality["fp32"]["perplexity"] - 1)
+        entry["greedy_agreement"] = _greedy_agreement(runs[name].get("tokens"), fp32_run.get("tokens"))
+        if entry.get("decode_tokens_per_s") and fp32_run.get("decode_tokens_per_s"):
+            entry["decode_vs_fp32"] = entry["decode_tokens_per_s"] / fp32_run["decode_tokens_per_s"]
 
 
 def _progress(items: list[str], desc: str, quiet: bool) -> Any:
@@ -419,12 +424,15 @@ def _chart(report: dict[str, Any], path: Path) -> None:
 
     entries = report["entries"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    for name, e in entries.items():
-        left.scatter(e["size_bytes"] / 1e6, e["perplexity"], s=40)
-        left.annotate(name, (e["size_bytes"] / 1e6, e["perplexity"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        if e.get("decode_tokens_per_s"):
-            right.scatter(e["decode_tokens_per_s"], e["perplexity"], s=40)
-            right.annotate(name, (e["decode_tokens_per_s"], e["perplexity"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for ax, key, scale in ((left, "size_bytes", 1e-6), (right, "decode_tokens_per_s", 1.0)):
+        spots: dict[tuple[str, str], tuple[float, float, list[str]]] = {}  # engines on one spot share a label
+        for i, (name, e) in enumerate(entries.items()):
+            if e.get(key):
+                x, y = e[key] * scale, e["perplexity"]
+                ax.scatter(x, y, s=40, color=f"C{i}")
+                spots.setdefault((f"{x:.2g}", f"{y:.4g}"), (x, y, []))[2].append(name)
+        for x, y, names in spots.values():
+            ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     left.set_xlabel("file size (MB)")
     left.set_ylabel("held-out perplexity (lower is better)")
     right.set_xlabel("decode tokens / s (batch 1)")

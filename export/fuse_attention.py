@@ -47,7 +47,8 @@ def _contract_name(dim_param: str) -> str:
     one of the contract's sizes; otherwise the name unchanged."""
     if not _EXPRESSION.fullmatch(dim_param) or not set(_NAME.findall(dim_param)) <= _NAMES_ALLOWED:
         return dim_param  # e.g. "batch_size", "unk__3": not about the sequence lengths
-    past, seq, total = (sympy.Symbol(n, **_SIZE) for n in (contract.PAST_SEQUENCE, contract.SEQUENCE, contract.TOTAL_SEQUENCE))
+    names = (contract.PAST_SEQUENCE, contract.SEQUENCE, contract.TOTAL_SEQUENCE)
+    past, seq, total = (sympy.Symbol(n, **_SIZE) for n in names)
     try:
         size = sympy.sympify(dim_param, locals={s.name: s for s in (past, seq, total)})
     except (sympy.SympifyError, SyntaxError, TypeError):  # e.g. unbalanced parentheses
@@ -55,7 +56,7 @@ def _contract_name(dim_param: str) -> str:
     if not isinstance(size, sympy.Expr):
         return dim_param
     size = sympy.simplify(size.subs(total, past + seq))
-    for name, value in ((contract.SEQUENCE, seq), (contract.PAST_SEQUENCE, past), (contract.TOTAL_SEQUENCE, past + seq)):
+    for name, value in zip(names, (past, seq, past + seq)):
         if sympy.simplify(size - value) == 0:
             return name
     return dim_param

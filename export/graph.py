@@ -39,7 +39,11 @@ SINGLE_FILE_LIMIT = 2**31 - 2**26
 # confuses one dimension with another.
 SAMPLE_BATCH, SAMPLE_SEQUENCE, SAMPLE_PAST = 2, 3, 4
 
-_NUMPY_TO_ONNX = {"int64": onnx.TensorProto.INT64, "float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16}
+_NUMPY_TO_ONNX = {
+    "int64": onnx.TensorProto.INT64,
+    "float32": onnx.TensorProto.FLOAT,
+    "float16": onnx.TensorProto.FLOAT16,
+}
 
 
 class FlatGPT(nn.Module):
@@ -126,7 +130,8 @@ def trace(gpt: GPT) -> onnx.ModelProto:
 def apply_contract(model: onnx.ModelProto, shape: contract.ModelShape) -> None:
     """Give every graph input and output the contract's symbolic dimension names, checking that
     names, element types and fixed sizes already agree (a mismatch is a bug in the trace)."""
-    for values, specs in ((model.graph.input, contract.graph_inputs(shape)), (model.graph.output, contract.graph_outputs(shape))):
+    io = ((model.graph.input, contract.graph_inputs(shape)), (model.graph.output, contract.graph_outputs(shape)))
+    for values, specs in io:
         if [v.name for v in values] != [s.name for s in specs]:
             raise RuntimeError(f"traced graph IO {[v.name for v in values]} differs from the contract")
         for value, spec in zip(values, specs):

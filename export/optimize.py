@@ -130,7 +130,9 @@ def keep_head_as_exported(model: onnx.ModelProto) -> int:
                 and n.input[1] in tables and n.input[1] in initializers:
             h, table = n.input
             transposed = f"{table}_transposed"
-            nodes.append(onnx.helper.make_node("Transpose", [table], [transposed], name=f"{n.name}_transpose", perm=[1, 0]))
+            nodes.append(
+                onnx.helper.make_node("Transpose", [table], [transposed], name=f"{n.name}_transpose", perm=[1, 0])
+            )
             nodes.append(onnx.helper.make_node("MatMul", [h, transposed], list(n.output), name=n.name))
             changed += 1
         else:
@@ -163,7 +165,8 @@ def fuse(model: onnx.ModelProto, shape: contract.ModelShape) -> tuple[onnx.Model
     elif gelu_forms(fused) != before_gelu:
         problem = f"changed the GELU from {'/'.join(sorted(before_gelu))} to {'/'.join(sorted(gelu_forms(fused)))}"
     elif weight_bytes(fused) > before_weights * SIZE_SLACK:
-        problem = f"grew the weights from {before_weights / 1e6:.1f} to {weight_bytes(fused) / 1e6:.1f} MB (a matrix stored twice)"
+        problem = (f"grew the weights from {before_weights / 1e6:.1f} to {weight_bytes(fused) / 1e6:.1f} MB "
+                   f"(a matrix stored twice)")
     if problem:
         raise UserError(f"the fusions {problem}; the bundle is left unchanged: this is a gptedge bug, please report it")
     return fused, fusions
@@ -247,7 +250,9 @@ def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResu
                 f"> {TOLERANCE:.0e}; the bundle is left unchanged: this is a gptedge bug, please report it"
             )
 
-        new_variant = dataclasses.replace(variant, file=written[0].name, data_file=None, data_size_bytes=0, data_sha256="")
+        new_variant = dataclasses.replace(
+            variant, file=written[0].name, data_file=None, data_size_bytes=0, data_sha256=""
+        )
         new_variant.size_bytes, new_variant.sha256 = contract.describe_file(bundle, written[0].name)
         if len(written) > 1:
             new_variant.data_file = written[1].name
@@ -278,7 +283,9 @@ def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResu
         steps.update()
     except OSError as e:
         if e.errno == errno.ENOSPC:
-            raise UserError(f"no space left on the device writing {bundle}: free some space and optimize again") from None
+            raise UserError(
+                f"no space left on the device writing {bundle}: free some space and optimize again"
+            ) from None
         raise UserError(f"cannot write to {bundle} ({e.strerror or e}): check the folder and its permissions") from None
     finally:
         steps.close()

@@ -13,8 +13,9 @@ Four checks on held-out text, all on onnxruntime's CPU provider:
 (a) and (b) need the PyTorch model; (c) and (d) test the graph on its own, so ``gptedge verify``
 runs them on any bundle. (c) and (d) also catch a model that is wrong in PyTorch and ONNX alike: a
 briefly trained model leans on the current token so much that its greedy tokens survived attention
-with a broken cache mask, while (c) saw its logits off by 1.7. The figures go into the manifest; a failed check is a UserError with all
-figures on one line.
+with a broken cache mask, while (c) saw its logits off by 1.7.
+
+The figures go into the manifest; a failed check is a UserError with all figures on one line.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ def check_batch(decoder: Decoder, tokens: np.ndarray, pad_id: int) -> dict[str, 
     span = max(lengths) + BATCH_DECODE_STEPS
     rows = [tokens[i * span : i * span + L + BATCH_DECODE_STEPS] for i, L in enumerate(lengths)]
     if any(len(r) < L + BATCH_DECODE_STEPS for r, L in zip(rows, lengths)):
-        raise UserError(f"the parity text has {len(tokens)} tokens, the batch check needs {3 * span}: give a longer --text")
+        raise UserError(
+            f"the parity text has {len(tokens)} tokens, the batch check needs {3 * span}: give a longer --text"
+        )
 
     def run(prompts: list[np.ndarray], continuations: np.ndarray) -> list[np.ndarray]:
         """Logits per step: the prefill's (B, T, V), then (B, 1, V) per decode step."""
@@ -171,7 +174,9 @@ def failed_checks(figures: dict[str, Any]) -> list[str]:
             out.append(f"{check} max |diff| {figures[check]['max_abs_diff']:.2e} > {TOLERANCE:.0e}")
     greedy = figures.get("greedy")
     if greedy and not greedy["identical"]:
-        out.append(f"greedy tokens differ from PyTorch's at token {greedy['first_difference']} of {greedy['new_tokens']}")
+        out.append(
+            f"greedy tokens differ from PyTorch's at token {greedy['first_difference']} of {greedy['new_tokens']}"
+        )
     return out
 
 

@@ -42,6 +42,8 @@ from gptedge.runtime.session import Decoder
 # 1.32), so windows are capped in length: 16 x 256 tokens is about 1 GB at the GPT-2 shape.
 CALIBRATION_WINDOWS = 16
 CALIBRATION_TOKENS = 256
+# Ops the additive mask passes through on its way to the scores (Add is where it ends).
+MASK_OPS = ("Add", "Cast", "Concat", "Expand", "Reshape", "Slice", "Squeeze", "Tile", "Transpose", "Unsqueeze")
 
 
 def calibration_windows(tokens: np.ndarray, context_length: int, count: int = CALIBRATION_WINDOWS) -> list[np.ndarray]:
@@ -91,8 +93,9 @@ def _reader_class():
 
 
 def attention_score_nodes(model: onnx.ModelProto) -> list[str]:
-    """The nodes that carry the masked attention scores: every node from the mask's ``Where``
-    down to (and including) the ``Add`` that puts it on the scores, plus the softmaxes."""
+    """The nodes that carry the masked attention scores: the mask's ``Where``, the reshaping ops
+    after it, the ``Add`` that puts it on the scores, and every softmax. (A fused attention op
+    takes the mask itself and is never quantized, so the walk stops there.)"""
     consumers = defaultdict(list)
     for node in model.graph.node:
         for name in node.input:
@@ -101,10 +104,11 @@ def attention_score_nodes(model: onnx.ModelProto) -> list[str]:
     frontier = [out for n in model.graph.node if n.op_type == "Where" for out in n.output]
     while frontier:
         for node in consumers[frontier.pop()]:
-            if node.name not in found:
-                found.add(node.name)
-                if node.op_type != "Add":  # the Add onto the scores is the end of the mask's path
-                    frontier.extend(node.output)
+            if node.name in found or node.op_type not in MASK_OPS:
+                continue
+            found.add(node.name)
+            if node.op_type != "Add":  # the Add onto the scores is the end of the mask's path
+                frontier.extend(node.output)
     return sorted(found)
 
 

@@ -5,3 +5,4 @@ from fixtures_model import random_checkpoint, tokenizer_file  # noqa: F401
 from fixtures_export import export_checkpoint, tiny_bundle  # noqa: F401
 from fixtures_train import trained_checkpoint  # noqa: F401
 from fixtures_demo import demo_bundle, demo_server  # noqa: F401
+from fixtures_quantize import quantized_bundle  # noqa: F401

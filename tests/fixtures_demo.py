@@ -1,15 +1,64 @@
-"""The demo page, served once per test session on a free localhost port, for the gradio_client tests
-and the browser test. Its bundle is the shared test bundle with an int8 variant added by the real
-quantizer, so switching variants switches between two real onnxruntime sessions."""
+"""The demo page, served once per test session by the real ``gptedge demo`` command in its own
+process, for the gradio_client tests and the browser test.
+
+The server process runs as on a device: importing torch, onnx or onnxscript raises there. It also
+writes down every host it looks up or connects to (offline, a telemetry call fails at the name
+lookup, before any connect, so both are watched), and on SIGUSR1 which heavy modules it loaded.
+Its bundle is the shared test bundle with an int8 variant added by the real quantizer, so
+switching variants switches between two real onnxruntime sessions.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import socket
-from dataclasses import dataclass, field
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+SERVER = textwrap.dedent("""
+    import json, signal, socket, sys
+
+    record = open(sys.argv[1], "a", encoding="utf-8")
+
+    def write(**entry):
+        record.write(json.dumps(entry) + "\\n")
+        record.flush()
+
+    class Blocker:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "onnx", "onnxscript"):
+                raise ImportError("the demo server must not import " + name)
+    sys.meta_path.insert(0, Blocker())
+
+    getaddrinfo, connect = socket.getaddrinfo, socket.socket.connect
+
+    def recording_getaddrinfo(host, *args, **kwargs):
+        write(host=host.decode() if isinstance(host, bytes) else str(host))
+        return getaddrinfo(host, *args, **kwargs)
+
+    def recording_connect(sock, address):
+        if isinstance(address, tuple):
+            write(host=str(address[0]))
+        return connect(sock, address)
+
+    socket.getaddrinfo, socket.socket.connect = recording_getaddrinfo, recording_connect
+    # On SIGUSR1: which of the modules a device lacks did the server load?
+    signal.signal(signal.SIGUSR1, lambda *_: write(modules=sorted(
+        m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "onnxscript"))))
+
+    from gptedge.cli import main
+    sys.exit(main(["demo", *sys.argv[2:]]))
+""")
 
 
 def free_port() -> int:
@@ -18,12 +67,69 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gptedge demo exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"gptedge demo did not answer within {timeout} s:\n{log.read_text()}")
+
+
 @dataclass
 class DemoServer:
     url: str
     bundle: Path
-    pool: object  # gptedge.demo.models.ModelPool
-    connections: list = field(default_factory=list)  # every address this process connected to while serving
+    record: Path  # JSON lines: {"host": ...} per lookup or connect, {"modules": [...]} on SIGUSR1
+    proc: subprocess.Popen
+
+    def hosts(self) -> set[str]:
+        return {e["host"] for e in self._entries() if "host" in e}
+
+    def heavy_modules(self) -> list[str]:
+        """Modules of torch, onnx or onnxscript the server has loaded by now."""
+        self.proc.send_signal(signal.SIGUSR1)
+        for _ in range(100):
+            found = [e["modules"] for e in self._entries() if "modules" in e]
+            if found:
+                return found[-1]
+            time.sleep(0.1)
+        raise RuntimeError("the demo server did not answer SIGUSR1")
+
+    def _entries(self) -> list[dict]:
+        return [json.loads(line) for line in self.record.read_text(encoding="utf-8").splitlines()]
+
+
+def start_server(bundle: Path, folder: Path) -> DemoServer:
+    port = free_port()
+    record, log = folder / "record.jsonl", folder / "server.log"
+    record.touch()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER, str(record), str(bundle), "--port", str(port), "--threads", "1"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+    server = DemoServer(f"http://127.0.0.1:{port}/", bundle, record, proc)
+    try:
+        wait_until_up(server.url, proc, log)
+    except BaseException:
+        proc.kill()
+        raise
+    return server
+
+
+def stop_server(server: DemoServer) -> int:
+    """Ctrl-C, as a user stops it; returns the exit code."""
+    server.proc.send_signal(signal.SIGINT)
+    try:
+        return server.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        return server.proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -37,23 +143,7 @@ def demo_bundle(tmp_path_factory, tiny_bundle) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_server(demo_bundle) -> DemoServer:
-    from gptedge.demo.app import serve
-    from gptedge.demo.models import ModelPool
-
-    server = DemoServer("", demo_bundle, ModelPool(demo_bundle, threads=1))
-    connect = socket.socket.connect
-
-    def recording_connect(sock, address):  # gradio's telemetry and version check would go through here
-        server.connections.append(address)
-        return connect(sock, address)
-
-    socket.socket.connect = recording_connect
-    try:
-        port = free_port()
-        page = serve(server.pool, port=port, block=False)
-        server.url = f"http://127.0.0.1:{port}/"
-        yield server
-        page.close()
-    finally:
-        socket.socket.connect = connect
+def demo_server(tmp_path_factory, demo_bundle) -> DemoServer:
+    server = start_server(demo_bundle, tmp_path_factory.mktemp("demo-server"))
+    yield server
+    stop_server(server)

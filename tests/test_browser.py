@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import sync_playwright
 
-from fixtures_demo import DemoServer, free_port
+from fixtures_demo import DemoServer, start_server, stop_server
 
 CHROMIUM = "/usr/bin/chromium"
 # No sandbox (containers run as root), no GPU, and none of Chromium's own background traffic
@@ -29,19 +29,15 @@ PROMPT = "The for statement is used to"
 
 
 @pytest.fixture(scope="module")
-def server(request) -> DemoServer:
+def server(request, tmp_path_factory) -> DemoServer:
     """The shared test server, or one on the bundle named by GPTEDGE_DEMO_BUNDLE (for docs/demo.png)."""
     bundle = os.environ.get("GPTEDGE_DEMO_BUNDLE")
     if not bundle:
         yield request.getfixturevalue("demo_server")
         return
-    from gptedge.demo.app import serve
-    from gptedge.demo.models import ModelPool
-
-    pool, port = ModelPool(bundle), free_port()
-    page = serve(pool, port=port, block=False)
-    yield DemoServer(f"http://127.0.0.1:{port}/", Path(bundle), pool)
-    page.close()
+    server = start_server(Path(bundle).resolve(), tmp_path_factory.mktemp("browser-server"))
+    yield server
+    stop_server(server)
 
 
 def png_size(path: Path) -> tuple[int, int]:

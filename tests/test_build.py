@@ -10,6 +10,7 @@ from pydoc_data.topics import topics
 
 from fixtures_model import TEST_MODEL
 from gptedge.cli import main
+from gptedge.demo.views import variant_table
 from gptedge.errors import UserError
 from gptedge.pipeline import STAGES, build, parse_setting
 from gptedge.runtime import contract
@@ -45,6 +46,10 @@ def test_build_makes_a_measured_bundle_with_every_variant(built):
     for name, variant in manifest.variants.items():  # the eval harness's figures, for the demo's table
         assert variant.metrics["perplexity"] > 1 and variant.metrics["decode_tokens_per_s"] > 0, name
     assert {"eval.json", "eval.md", "eval.png"} <= {p.name for p in (b.bundle / "eval").iterdir()}
+    headers, rows = variant_table(manifest)  # what the demo page's table shows
+    perplexity = headers.index("perplexity")
+    assert [r[0] for r in rows] == list(manifest.variants)
+    assert all(float(r[perplexity]) == pytest.approx(manifest.variants[r[0]].metrics["perplexity"], abs=0.01) for r in rows)
 
 
 def test_rerun_skips_every_finished_stage(built, corpus, capsys):

@@ -15,7 +15,7 @@ import pytest
 
 from gptedge.cli import main
 from gptedge.errors import UserError
-from gptedge.export import fuse_attention, graph, optimize
+from gptedge.export import fuse_attention, graph, optimize, tied_embedding
 from gptedge.export.bundle import fp32_variant
 from gptedge.export.parity import check_batch
 from gptedge.runtime import contract
@@ -81,6 +81,7 @@ def test_tied_matrix_stored_once_and_file_not_bigger(optimized, tiny_bundle):
     model = onnx.load(str(bundle / manifest.variants["fp32"].file))
     token_tables = [t for t in model.graph.initializer if sorted(t.dims) == sorted([shape.vocab_size, shape.n_embd])]
     assert len(token_tables) == 1
+    assert tied_embedding.find(model) is not None  # the head's form the quantizers recognise
     original = contract.read_bundle(tiny_bundle).variants["fp32"]
     assert manifest.variants["fp32"].size_bytes <= original.size_bytes * 1.03
     # The old graph is gone, the new one is the fp32 variant; nothing else was left behind.

@@ -469,13 +469,15 @@ class _Trainer:
         )
 
     def _sample(self) -> str:
+        """A short continuation of SAMPLE_PROMPT as the start of a document: after the end-of-text
+        token, which is what the model saw before every document's first words in training."""
         tok = Tokenizer.from_str(self.plan.tokenizer_json)
         eos, _ = special_ids(tok)
-        prompt = tok.encode(SAMPLE_PROMPT).ids
+        prompt = [eos] + tok.encode(SAMPLE_PROMPT).ids
         new = min(SAMPLE_TOKENS, self.plan.model.context_length - len(prompt))
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
         ids = generate(self.model, prompt, new, temperature=0.8, top_k=40, eos_id=eos, generator=gen)
-        return tok.decode(prompt + ids)
+        return tok.decode(prompt + ids)  # special tokens (the leading and a final end-of-text) left out
 
     def _finish(self) -> None:
         if self.quiet:
