@@ -89,8 +89,9 @@ def build_page(pool: ModelPool) -> gr.Blocks:
                 seed = gr.Number(value=-1, precision=0, minimum=-1, label="Seed", info="-1: a new random seed each time")
                 stop_strings = gr.Textbox(label="Stop strings", lines=2, info="one per line; \\n stands for a newline")
         gr.Markdown("### Next word\nWhat the model thinks comes next, before temperature, top-k and top-p "
-                    "reshape it: the 10 most likely tokens after the prompt, and for each token of the answer "
-                    "the probability the model gave it (pale: a surprise that sampling picked anyway).")
+                    "reshape it: the 10 most likely tokens after the prompt (click one to append it and see the "
+                    "next choice), and for each token of the answer the probability the model gave it (pale: a "
+                    "surprise that sampling picked anyway).")
         with gr.Row():
             with gr.Column(scale=2):
                 bars = gr.Label(label="The 10 most likely next tokens",
@@ -133,12 +134,24 @@ def build_page(pool: ModelPool) -> gr.Blocks:
                 gr.Warning(str(e))
                 return gr.skip()
 
+        def pick_word(text: str, variant_name: str, provider_name: str, evt: gr.SelectData) -> Any:
+            """Append the clicked candidate to the prompt: generation by hand, one choice at a time."""
+            try:
+                candidates = pool.next_words(pool.get(variant_name, provider_name), check_prompt(text))
+            except UserError as e:
+                gr.Warning(str(e))
+                return gr.skip()
+            chosen = dict(zip(views.candidate_bars(candidates), candidates)).get(evt.value)
+            return text + chosen.text if chosen is not None else gr.skip()
+
         # One queue for everything that runs the model, so CONCURRENCY bounds them together.
         inputs, outputs = [prompt, *choice, *knobs], [answer, stats, bars, tokens]
         clicked = generate.click(run_generate, inputs, outputs, api_name="generate", concurrency_id="model")
         submitted = prompt.submit(run_generate, inputs, outputs, api_name=False, concurrency_id="model")
         next_word.click(run_next_word, [prompt, *choice], bars, api_name="next_word", concurrency_id="model")
-        stop.click(None, cancels=[clicked, submitted])
+        bars.select(pick_word, [prompt, *choice], prompt, api_name=False, concurrency_id="model").then(
+            run_next_word, [prompt, *choice], bars, api_name=False, concurrency_id="model")
+        stop.click(lambda: "stopped", None, stats, cancels=[clicked, submitted], queue=False, api_name=False)
     return page
 
 

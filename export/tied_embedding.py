@@ -10,9 +10,10 @@ So quantization goes in three steps:
 
 1. ``untie``: give the head its own (C, V) initializer, so the quantizer quantizes it;
 2. the quantizer runs (the head is now an ordinary weight);
-3. ``retie_int8`` / ``retie_blockwise``: point the embedding at the head's quantized weights and
-   drop the fp32 table, so the file holds the matrix once, in the head's format. Transposes and
-   reshapes of constants are folded by onnxruntime when the session loads.
+3. ``retie_int8`` / ``retie_blockwise`` / ``retie_qdq`` (one per quantizer's output format): point
+   the embedding at the head's quantized weights and drop the fp32 table, so the file holds the
+   matrix once, in the head's format. Transposes and reshapes of constants are folded by
+   onnxruntime when the session loads (memory then holds both layouts; the file holds one).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from typing import Any, Callable
 from gptedge import paths
 from gptedge.cli import require
 from gptedge.errors import UserError
+from gptedge.train.config import PRESETS  # torch-free, like every cli module's imports
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Stage:
 # The stages
 
 
-def trained(b: Build) -> str | None:
+def train_done(b: Build) -> str | None:
     from gptedge.train.checkpoint import read_config
 
     if b.from_checkpoint is not None:
@@ -87,7 +88,7 @@ def trained(b: Build) -> str | None:
     return f"{b.checkpoint} reached step {step} of {target}"
 
 
-def train(b: Build) -> None:
+def run_train(b: Build) -> None:
     from gptedge.train.trainer import train
 
     resume = _checkpoint_info(b) is not None
@@ -104,7 +105,9 @@ def _check_same_run(b: Build, info: dict[str, Any]) -> None:
     """A finished checkpoint is reused only by the build that made it: same corpus, preset and
     settings. (The corpus is compared by name; train compares contents when it resumes.)"""
     from gptedge.train.corpus import DEFAULT_CORPUS_NAME
+    from gptedge.train.trainer import resolve_settings
 
+    resolve_settings(b.preset, b.steps, b.overrides)  # an unknown or invalid setting: train's own error
     asked = {"corpus": DEFAULT_CORPUS_NAME if b.corpus is None else str(b.corpus), "preset": b.preset, **b.overrides}
     stored = {"corpus": info.get("corpus", {}).get("name"), "preset": info.get("preset"),
               **info.get("model", {}), **info.get("train", {})}
@@ -116,7 +119,7 @@ def _check_same_run(b: Build, info: dict[str, Any]) -> None:
             )
 
 
-def exported(b: Build) -> str | None:
+def export_done(b: Build) -> str | None:
     from gptedge.runtime import contract
     from gptedge.train.checkpoint import read_config
 
@@ -132,13 +135,13 @@ def exported(b: Build) -> str | None:
     return f"{b.bundle} was exported from this checkpoint and its files match their hashes"
 
 
-def export(b: Build) -> None:
+def run_export(b: Build) -> None:
     from gptedge.export.bundle import export_bundle
 
     export_bundle(b.checkpoint, b.bundle, force=b.bundle.exists(), quiet=b.quiet)
 
 
-def optimized(b: Build) -> str | None:
+def optimize_done(b: Build) -> str | None:
     from gptedge.export import optimize
     from gptedge.runtime import contract
 
@@ -149,7 +152,7 @@ def optimized(b: Build) -> str | None:
     return None
 
 
-def optimize(b: Build) -> None:
+def run_optimize(b: Build) -> None:
     from gptedge.export.optimize import optimize_bundle
 
     optimize_bundle(b.bundle, quiet=b.quiet)
@@ -163,19 +166,19 @@ def _missing_cpu_variants(b: Build) -> list[str]:
     return [p for p in TARGETS["cpu"] if p not in have]
 
 
-def quantized(b: Build) -> str | None:
+def quantize_done(b: Build) -> str | None:
     from gptedge.export.quantize import TARGETS
 
     return None if _missing_cpu_variants(b) else f"the bundle has its {' and '.join(TARGETS['cpu'])} variants"
 
 
-def quantize(b: Build) -> None:
+def run_quantize(b: Build) -> None:
     from gptedge.export.quantize import quantize_bundle
 
     quantize_bundle(b.bundle, _missing_cpu_variants(b), quiet=b.quiet)
 
 
-def evaluated(b: Build) -> str | None:
+def eval_done(b: Build) -> str | None:
     from gptedge.runtime import contract
 
     variants = contract.read_manifest(b.bundle).variants
@@ -184,7 +187,7 @@ def evaluated(b: Build) -> str | None:
     return None
 
 
-def evaluate(b: Build) -> None:
+def run_eval(b: Build) -> None:
     from gptedge.export.evaluate import evaluate_bundle
 
     evaluate_bundle(b.bundle, checkpoint_dir=b.checkpoint, out_dir=_eval_report(b).parent, quiet=b.quiet)
@@ -195,11 +198,11 @@ def _eval_report(b: Build) -> Path:
 
 
 STAGES = [
-    Stage("train", trained, train),
-    Stage("export", exported, export),
-    Stage("optimize", optimized, optimize),
-    Stage("quantize", quantized, quantize),
-    Stage("eval", evaluated, evaluate),
+    Stage("train", train_done, run_train),
+    Stage("export", export_done, run_export),
+    Stage("optimize", optimize_done, run_optimize),
+    Stage("quantize", quantize_done, run_quantize),
+    Stage("eval", eval_done, run_eval),
 ]
 
 
@@ -306,7 +309,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("corpus", nargs="?", metavar="CORPUS",
                    help="a text file, a folder of .txt/.md files or a quoted glob (default: Python's built-in "
                    "documentation, no download)")
-    p.add_argument("--preset", help=f"model size and training settings (default: {paths.DEFAULT_PRESET}; "
+    p.add_argument("--preset", choices=sorted(PRESETS), help=f"model size and training settings (default: {paths.DEFAULT_PRESET}; "
                    "with --from-checkpoint, the checkpoint's)")
     p.add_argument("--out", metavar="DIR", help="build folder (default: runs/PRESET), holding DIR/checkpoint and DIR/bundle")
     p.add_argument("--from-checkpoint", metavar="DIR",

@@ -1,7 +1,8 @@
 """The demo page in a real browser: headless Chromium (Debian's ``chromium`` package at
 /usr/bin/chromium) driven by Playwright. It types a prompt, clicks Generate, waits for the streamed
-answer and the stats line, checks that user mistakes show as messages, saves a screenshot, and
-records every request the page makes: none may leave this machine.
+answer and the stats line, checks that user mistakes show as messages, saves a screenshot, picks a
+next word by clicking its bar, and records every request the page makes: none may leave this
+machine.
 
 The screenshot goes to a temporary folder. The README's docs/demo.png is made by the same test on
 the bundle ``gptedge build`` makes:
@@ -83,6 +84,12 @@ def test_page_in_a_real_browser(server, tmp_path):
             page.wait_for_timeout(500)
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
+
+            # Clicking a candidate appends it to the prompt (generation by hand).
+            page.locator("#next-word-bars .confidence-set").first.click()
+            page.wait_for_function(f"document.querySelector('#prompt textarea').value.length > {len(PROMPT)}",
+                                   timeout=30_000)
+            assert page.locator("#prompt textarea").input_value().startswith(PROMPT)
         finally:
             browser.close()
     width, height = png_size(screenshot)

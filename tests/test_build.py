@@ -72,6 +72,8 @@ def test_a_finished_build_is_not_reused_with_other_settings(built, corpus, capsy
     assert main(["build", str(corpus), "--out", str(out), "--steps", str(STEPS), "--set", "n_layer=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert "n_layer" in err and "another --out" in err and "\n" not in err
+    assert main(["build", str(corpus), "--out", str(out), "--steps", str(STEPS), "--set", "n_layers=3"]) == 2
+    assert "unknown setting 'n_layers'" in capsys.readouterr().err
 
 
 def test_bad_build_requests_are_one_line_errors(tmp_path):

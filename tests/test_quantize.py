@@ -202,3 +202,25 @@ def test_quantize_help_documents_the_targets(capsys):
     out = capsys.readouterr().out
     for target, precisions in quantize.TARGETS.items():
         assert target in out and all(p in out for p in precisions)
+
+
+def test_quantize_after_optimize(bundle):
+    """The optimizer's fused graph (SkipLayerNormalization, BiasGelu, MultiHeadAttention) is the one
+    users quantize: every precision must take it, keep the tied matrix once and agree with it."""
+    assert main(["optimize", str(bundle), "--quiet"]) == 0
+    for argv in (["--target", "cpu"], ["--to", "fp16"], ["--to", "int8-static"]):
+        assert main(["quantize", str(bundle), *argv, "--quiet"]) == 0
+    manifest = contract.read_bundle(bundle)
+    V, C = manifest.model.vocab_size, manifest.model.n_embd
+    ids = np.arange(1, manifest.model.context_length + 1, dtype=np.int64)[None, :] % V  # (1, T)
+    T = ids.shape[1]
+    logits = {}
+    for name, v in manifest.variants.items():
+        model = onnx.load(str(bundle / v.file))
+        assert any(n.domain == "com.microsoft" and n.op_type == "MultiHeadAttention" for n in model.graph.node), name
+        tables = [t.name for t in model.graph.initializer if V in t.dims and int(np.prod(t.dims)) >= V * C // 2]
+        assert len(tables) == 1, f"{name}: {tables}"
+        decoder = Decoder(bundle / v.file, manifest, cache_dtype=v.cache_dtype)
+        logits[name], _ = decoder.run(ids, np.ones((1, T), np.int64), np.arange(T)[None], decoder.empty_cache(1))
+    for name, out in logits.items():
+        assert (out.argmax(-1) == logits["fp32"].argmax(-1)).mean() >= 0.9, name

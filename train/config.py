@@ -128,13 +128,17 @@ class Preset:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-# tiny: trains to readable English in a few minutes on 2 CPU cores.
+# tiny: trains to readable English in a few minutes on 2 CPU cores. Tuned on the default corpus
+#   (~103 K training tokens at vocabulary 4096): 450 steps of 8 x 128 tokens (~4.5 passes) at lr 1e-3;
+#   the held-out loss still falls at the end, so no dropout (0.1 cost 0.08 nats at this length), and
+#   lr 2e-3 or 6e-4 both ended worse.
 # small: a laptop-sized model that wants a GPU or patience.
 # gpt2: the 124M GPT-2 shape (for imported weights and for benchmarks with random weights).
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         GPTConfig(vocab_size=4096, context_length=256, n_layer=4, n_head=4, n_embd=256),
-        TrainConfig(),
+        TrainConfig(steps=450, batch_size=8, seq_len=128, lr=1e-3, min_lr=1e-4, warmup_steps=30,
+                    eval_interval=75, checkpoint_interval=150),
     ),
     "small": Preset(
         GPTConfig(vocab_size=8192, context_length=512, n_layer=6, n_head=6, n_embd=384),
