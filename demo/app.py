@@ -77,16 +77,18 @@ def build_page(pool: ModelPool) -> gr.Blocks:
                 stats = gr.Markdown("", elem_id="stats")
             with gr.Column(scale=2):
                 variant = gr.Dropdown(pool.variants, value=pool.default_variant, label="Variant", elem_id="variant")
-                provider = gr.Dropdown(pool.providers, value=pool.default_provider, label="Provider", elem_id="provider")
+                provider = gr.Dropdown(pool.providers, value=pool.default_provider, label="Provider",
+                                       elem_id="provider")
                 temperature = gr.Slider(0.0, 2.0, value=sampling.get("temperature", 0.8), step=0.05,
                                         label="Temperature", info="0 always picks the most likely token")
                 top_k = gr.Slider(0, 200, value=sampling.get("top_k", 50), step=1, label="Top-k", info="0: off")
                 top_p = gr.Slider(0.05, 1.0, value=sampling.get("top_p", 0.95), step=0.01, label="Top-p", info="1: off")
                 repetition_penalty = gr.Slider(0.5, 2.0, value=sampling.get("repetition_penalty", 1.0), step=0.05,
                                                label="Repetition penalty", info="1: off")
-                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=min(MAX_NEW_TOKENS, sampling.get("max_new_tokens", 128)),
-                                           step=1, label="Max new tokens")
-                seed = gr.Number(value=-1, precision=0, minimum=-1, label="Seed", info="-1: a new random seed each time")
+                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, step=1, label="Max new tokens",
+                                           value=min(MAX_NEW_TOKENS, sampling.get("max_new_tokens", 128)))
+                seed = gr.Number(value=-1, precision=0, minimum=-1, label="Seed",
+                                 info="-1: a new random seed each time")
                 stop_strings = gr.Textbox(label="Stop strings", lines=2, info="one per line; \\n stands for a newline")
         gr.Markdown("### Next word\nWhat the model thinks comes next, before temperature, top-k and top-p "
                     "reshape it: the 10 most likely tokens after the prompt (click one to append it and see the "

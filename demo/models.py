@@ -54,7 +54,8 @@ def check_prompt(prompt: str) -> str:
         raise UserError("the prompt is empty: type the beginning of a text for the model to continue")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise UserError(
-            f"the prompt has {len(prompt):,} characters, more than the {MAX_PROMPT_CHARS:,} this page accepts: shorten it"
+            f"the prompt has {len(prompt):,} characters, more than the {MAX_PROMPT_CHARS:,} this page accepts: "
+            f"shorten it"
         )
     return prompt
 

@@ -57,7 +57,8 @@ def variant_table(manifest: contract.Manifest) -> tuple[list[str], list[list[Any
     for name, v in manifest.variants.items():
         size = v.size_bytes + v.data_size_bytes
         ratio = f"{size / (fp32.size_bytes + fp32.data_size_bytes):.2f}×" if fp32 else ""
-        figures = [fmt.format(v.metrics[key]) if v.metrics.get(key) is not None else "" for _, key, fmt in METRIC_COLUMNS]
+        figures = [fmt.format(v.metrics[key]) if v.metrics.get(key) is not None else ""
+                   for _, key, fmt in METRIC_COLUMNS]
         rows.append([name, v.precision, f"{size / 1e6:.2f}", ratio, *figures])
     return headers, rows
 

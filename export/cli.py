@@ -87,8 +87,8 @@ def register_quantize(subparsers: argparse._SubParsersAction) -> None:
         "quantize",
         help="add an int8, int4, fp16 or int8-static variant to a bundle",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Add a quantized variant of BUNDLE's fp32 graph (a new file beside it; the fp32 "
-        "variant stays). The manifest is updated only once the new graph loads and runs.\n\n"
+        description="Add a quantized variant of BUNDLE's fp32 graph: a new file beside it, the fp32 variant\n"
+        "stays. The manifest lists it only once the new graph has loaded and run.\n\n"
         "precisions (--to):\n"
         "  int8         dynamic int8 matmuls, per-channel weights; for CPUs (7-bit weights on x86 without VNNI)\n"
         "  int4         4-bit weight blocks of 32 (MatMulNBits), output head and token table at 8 bits; for CPUs\n"

@@ -346,18 +346,13 @@ def _machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-COLUMNS = (  # header, key, format
-    ("variant", None, ""),
-    ("provider", "provider", ""),
+COLUMNS = (  # header, key, format (a format spec, or a function of the value)
+    ("provider", "provider", "s"),
     ("size MB", "size_mb", ".2f"),
     ("x fp32", "size_vs_fp32", ".3f"),
     ("perplexity", "perplexity", ".4f"),
-    ("vs fp32", "perplexity_vs_fp32_pct", "+.3f"),
-    ("max |dlogit|", "max_abs_logit_diff", ".4f"),
+    ("vs fp32", "perplexity_vs_fp32_pct", lambda v: f"{v:+.3f} %"),
+    ("max abs dlogit", "max_abs_logit_diff", ".4f"),
     ("top-1", "top1_agreement", ".4f"),
     ("greedy", "greedy_agreement", ".3f"),
     ("load s", "load_s", ".3f"),
@@ -368,11 +363,14 @@ COLUMNS = (  # header, key, format
 
 
 def _rows(report: dict[str, Any]) -> list[list[str]]:
-    rows = [[c[0] for c in COLUMNS]]
-    for name, e in report["entries"].items():
-        e = {**e, "size_mb": e["size_bytes"] / 1e6}
-        cells = [name] + [_fmt(e.get(key), spec) if spec else str(e.get(key) or "-") for _, key, spec in COLUMNS[1:]]
-        cells[5] = cells[5] + " %" if cells[5] != "-" else cells[5]
+    """Header and one row per engine, as strings ("-" for a figure not measured)."""
+    rows = [["variant"] + [header for header, _, _ in COLUMNS]]
+    for name, entry in report["entries"].items():
+        entry = {**entry, "size_mb": entry["size_bytes"] / 1e6}
+        cells = [name]
+        for _, key, fmt in COLUMNS:
+            value = entry.get(key)
+            cells.append("-" if value is None else fmt(value) if callable(fmt) else format(value, fmt))
         rows.append(cells)
     return rows
 

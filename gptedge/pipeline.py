@@ -224,7 +224,9 @@ def build(
     overrides: model or training settings by name (see ``gptedge.train.trainer.train``)."""
     from_ckpt = Path(from_checkpoint) if from_checkpoint is not None else None
     if from_ckpt is not None and (corpus is not None or steps is not None or overrides):
-        raise UserError("--from-checkpoint replaces training: drop CORPUS, --steps and --set, or drop --from-checkpoint")
+        raise UserError(
+            "--from-checkpoint replaces training: drop CORPUS, --steps and --set, or drop --from-checkpoint"
+        )
     if preset is None:
         preset = _checkpoint_preset(from_ckpt) if from_ckpt is not None else paths.DEFAULT_PRESET
     b = Build(corpus, preset, Path(out) if out is not None else paths.run_dir(preset), steps, dict(overrides or {}),
@@ -309,9 +311,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("corpus", nargs="?", metavar="CORPUS",
                    help="a text file, a folder of .txt/.md files or a quoted glob (default: Python's built-in "
                    "documentation, no download)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help=f"model size and training settings (default: {paths.DEFAULT_PRESET}; "
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help=f"model size and training settings (default: {paths.DEFAULT_PRESET}; "
                    "with --from-checkpoint, the checkpoint's)")
-    p.add_argument("--out", metavar="DIR", help="build folder (default: runs/PRESET), holding DIR/checkpoint and DIR/bundle")
+    p.add_argument("--out", metavar="DIR",
+                   help="build folder (default: runs/PRESET), holding DIR/checkpoint and DIR/bundle")
     p.add_argument("--from-checkpoint", metavar="DIR",
                    help="start from this checkpoint (from gptedge train or gptedge import) instead of training")
     p.add_argument("--steps", type=int, help="training steps (default: the preset's); more than a finished "

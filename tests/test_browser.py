@@ -94,7 +94,8 @@ def test_page_in_a_real_browser(server, tmp_path):
             browser.close()
     width, height = png_size(screenshot)
     assert width == 1280 and height > 900
-    outside = [u for u in requests if urlsplit(u).scheme not in ("data", "blob") and urlsplit(u).hostname not in LOCAL_HOSTS]
+    outside = [u for u in requests
+               if urlsplit(u).scheme not in ("data", "blob") and urlsplit(u).hostname not in LOCAL_HOSTS]
     assert requests and not outside, outside
 
 

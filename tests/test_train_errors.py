@@ -124,3 +124,10 @@ def test_import_errors(capsys, tmp_path, trained_checkpoint):
     fails(capsys, ["import", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "o")], "cannot read")
     fails(capsys, ["import", str(tmp_path), "--out", str(trained_checkpoint)], "not empty")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "import"])
+def test_help(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0 and "--out" in capsys.readouterr().out

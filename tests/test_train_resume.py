@@ -35,14 +35,14 @@ def test_kill_then_resume_equals_uninterrupted(tmp_path):
     config = run / "checkpoint" / "config.json"
     try:
         deadline = time.monotonic() + 60
-        while not (config.is_file() and read_config(run / "checkpoint")["step"] >= 10):
-            assert proc.poll() is None and time.monotonic() < deadline, "training never reached step 10"
-            time.sleep(0.01)
+        while not config.is_file():  # the first checkpoint (step 5) is committed
+            assert proc.poll() is None and time.monotonic() < deadline, "training never reached a checkpoint"
+            time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)  # no chance to clean up, possibly in the middle of a save
     finally:
         proc.wait()
     killed_at = load_checkpoint(run / "checkpoint").step  # the last good checkpoint loads
-    assert 10 <= killed_at < STEPS
+    assert 5 <= killed_at < STEPS
 
     resumed = train(None, run, resume=True, quiet=True, threads=1)
     rows = log_rows(run)
