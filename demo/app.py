@@ -85,7 +85,7 @@ def build_page(pool: ModelPool) -> gr.Blocks:
                 top_p = gr.Slider(0.05, 1.0, value=sampling.get("top_p", 0.95), step=0.01, label="Top-p", info="1: off")
                 repetition_penalty = gr.Slider(0.5, 2.0, value=sampling.get("repetition_penalty", 1.0), step=0.05,
                                                label="Repetition penalty", info="1: off")
-                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, step=1, label="Max new tokens",
+                max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, step=1, label="Max new tokens", elem_id="max-new-tokens",
                                            value=min(MAX_NEW_TOKENS, sampling.get("max_new_tokens", 128)))
                 seed = gr.Number(value=-1, precision=0, minimum=-1, label="Seed",
                                  info="-1: a new random seed each time")

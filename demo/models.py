@@ -9,6 +9,7 @@ No gradio here: the page (``app.py``) calls these and only formats what they ret
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,12 +100,50 @@ class ModelPool:
             return next_token_candidates(model.decoder, model.tokenizer, self.prompt_ids(model, prompt), k)
 
     def stream(self, served: Served, prompt: str, settings: GenerationSettings) -> Iterator[str | GenerationResult]:
-        """Yield text pieces as they are generated, then the result with the figures."""
-        with served.use() as model:
-            pieces = model.stream(prompt, settings)
-            yield from pieces
-            assert pieces.result is not None
-            yield pieces.result
+        """Yield the text generated since the caller last asked (as soon as there is some), then
+        the result with its figures.
+
+        The model runs in a thread of its own and never waits for the caller: a web page takes
+        milliseconds to send each update, which, pulled token by token, would slow generation
+        (and its tokens/s) several times over. A reader that keeps up sees every token alone; a
+        slower one gets the tokens that piled up meanwhile. Closing this generator (the page's
+        Stop button) stops the model at its next token."""
+        pieces: queue.Queue = queue.Queue()
+        cancelled = threading.Event()
+
+        def generate() -> None:
+            try:
+                with served.use() as model:
+                    text = model.stream(prompt, settings)
+                    for piece in text:
+                        if cancelled.is_set():
+                            return
+                        pieces.put(piece)
+                    pieces.put(text.result)
+            except BaseException as e:  # handed to the reader, raised there
+                pieces.put(e)
+
+        threading.Thread(target=generate, name="gptedge-demo-generate", daemon=True).start()
+        try:
+            while True:
+                item = pieces.get()
+                batch = []
+                while isinstance(item, str):
+                    batch.append(item)
+                    try:
+                        item = pieces.get_nowait()
+                    except queue.Empty:
+                        item = None
+                        break
+                if batch:
+                    yield "".join(batch)
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, GenerationResult):
+                    yield item
+                    return
+        finally:
+            cancelled.set()
 
     def answer_probabilities(self, served: Served, prompt: str, result: GenerationResult) -> list[TokenProbability]:
         """Each generated token with the probability the model gave it, in one teacher-forced pass

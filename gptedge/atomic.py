@@ -54,8 +54,8 @@ def temporary_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, _usual_mode(0o666))
         yield Path(tmp)
+        os.chmod(tmp, _usual_mode(0o666))  # after the writer: safetensors re-creates the file as 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -30,9 +30,9 @@ def generate(client, prompt, variant, *, temperature=0.8, top_k=50, top_p=0.95, 
 
 def test_streams_greedy_answer_of_the_chosen_variant(client, demo_server):
     direct = {name: gptedge.runtime.load(demo_server.bundle, variant=name, provider="cpu")
-              .generate(PROMPT, temperature=0, max_new_tokens=24) for name in ("int8", "fp32")}
+              .generate(PROMPT, temperature=0, max_new_tokens=300) for name in ("int8", "fp32")}
     for variant in ("int8", "fp32", "int8"):  # switched live, and back
-        updates = generate(client, PROMPT, variant, temperature=0, max_new_tokens=24)
+        updates = generate(client, PROMPT, variant, temperature=0, max_new_tokens=300)
         text, stats, _, tokens = updates[-1]
         bars = updates[0][2]  # set once, before the answer streams
         want = direct[variant]

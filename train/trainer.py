@@ -356,13 +356,14 @@ class _Trainer:
                 self.train_seconds += dt
                 if self.world.is_main:
                     self.log.write(step=step, loss=round(loss, 5), lr=lr, tokens_per_s=round(self.tokens_per_step / dt))
-                bar.update(1)
-                bar.set_postfix_str(
-                    f"loss {loss:.3f}  {run_tokens / run_seconds:,.0f} tok/s"
-                    + (f"  held-out {self.metrics['val_loss']:.3f}" if "val_loss" in self.metrics else "")
-                )
                 if step % cfg.eval_interval == 0 or step == cfg.steps:
                     self._evaluate(step)
+                bar.set_postfix_str(
+                    f"loss {loss:.3f}  {run_tokens / run_seconds:,.0f} tok/s"
+                    + (f"  held-out {self.metrics['val_loss']:.3f}" if "val_loss" in self.metrics else ""),
+                    refresh=False,
+                )
+                bar.update(1)
                 if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
                     self.metrics.update(train_loss=loss, tokens_per_s=run_tokens / run_seconds,
                                         tokens_seen=self.tokens_seen, train_seconds=self.train_seconds)
