@@ -72,7 +72,7 @@ def build_page(pool: ModelPool) -> gr.Blocks:
                     generate = gr.Button("Generate", variant="primary", elem_id="generate")
                     next_word = gr.Button("Next word only", elem_id="next-word")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
-                gr.Examples(EXAMPLES, inputs=prompt, label="Example prompts")
+                gr.Examples(EXAMPLES, inputs=prompt, label="Example prompts", elem_id="examples")
                 answer = gr.Textbox(label="Answer", lines=8, interactive=False, elem_id="answer")
                 stats = gr.Markdown("", elem_id="stats")
             with gr.Column(scale=2):
@@ -80,7 +80,8 @@ def build_page(pool: ModelPool) -> gr.Blocks:
                 provider = gr.Dropdown(pool.providers, value=pool.default_provider, label="Provider",
                                        elem_id="provider")
                 temperature = gr.Slider(0.0, 2.0, value=sampling.get("temperature", 0.8), step=0.05,
-                                        label="Temperature", info="0 always picks the most likely token")
+                                        label="Temperature", info="0 always picks the most likely token",
+                                        elem_id="temperature")
                 top_k = gr.Slider(0, 200, value=sampling.get("top_k", 50), step=1, label="Top-k", info="0: off")
                 top_p = gr.Slider(0.05, 1.0, value=sampling.get("top_p", 0.95), step=0.01, label="Top-p", info="1: off")
                 repetition_penalty = gr.Slider(0.5, 2.0, value=sampling.get("repetition_penalty", 1.0), step=0.05,

@@ -13,7 +13,8 @@ variant (and the PyTorch checkpoint, when given) gets the same figures from the 
     greedy_agreement     per prompt, the share of generated tokens before the first one that
                          differs from fp32's greedy continuation; averaged over the prompts
     load_s               runtime.load (hash check and onnxruntime session)
-    ttft_ms, decode_tokens_per_s   the runtime's own timings of those generations (median over prompts)
+    ttft_ms, decode_tokens_per_s   the runtime's own timings of those generations (median over
+                         ROUNDS x PROMPTS runs, the variants taking turns)
 - size: the variant's files on disk.
 
 PyTorch figures come from the checkpoint's own forward and ``train.sample.generate`` (its KV-cache
@@ -50,6 +51,7 @@ from gptedge.runtime.generation import PREFILL_LOGITS
 from gptedge.runtime.session import Decoder
 
 PROMPTS = 4  # greedy continuations per variant
+ROUNDS = 2  # times each prompt is generated, for the speed figures
 PROMPT_TOKENS = 32
 PYTORCH = "pytorch"  # the checkpoint's entry name in the report
 REPORT_FILES = ("eval.json", "eval.md", "eval.png")
@@ -140,8 +142,7 @@ def evaluate_bundle(
     prompts, n_new = greedy_prompts(text.tokens, shape.context_length, new_tokens)
 
     # Speed first, before anything loads torch into this process.
-    runs = {name: _runtime_figures(bundle_dir, manifest, name, provider, threads, prompts, n_new)
-            for name in _progress(list(manifest.variants), "eval: generate", quiet)}
+    runs = _runtime_figures(bundle_dir, manifest, provider, threads, prompts, n_new, quiet)
     entries = {
         name: {"precision": v.precision, "file": v.file, "sha256": v.sha256, "size_bytes": v.size_bytes + v.data_size_bytes}
         for name, v in manifest.variants.items()
@@ -163,6 +164,7 @@ def evaluate_bundle(
         "tokens_scored": int(windows.shape[0] * (shape.context_length - 1)),
         "quality_provider": "cpu",
         "prompts": len(prompts),
+        "rounds": ROUNDS,
         "prompt_tokens": len(prompts[0]),
         "new_tokens": n_new,
         "threads": threads,
@@ -189,10 +191,6 @@ def _compare(entries: dict[str, dict[str, Any]], quality: dict[str, dict[str, fl
             entry["decode_vs_fp32"] = entry["decode_tokens_per_s"] / fp32_run["decode_tokens_per_s"]
 
 
-def _progress(items: list[str], desc: str, quiet: bool) -> Any:
-    return tqdm(items, desc=desc, unit="variant", disable=quiet, file=sys.stderr, leave=False)
-
-
 def _checkpoint_info(checkpoint_dir: str | Path, manifest: contract.Manifest) -> dict[str, Any]:
     """The checkpoint's config.json, refusing one the bundle was not exported from."""
     from gptedge.train.checkpoint import read_config
@@ -214,31 +212,44 @@ def _checkpoint_info(checkpoint_dir: str | Path, manifest: contract.Manifest) ->
 def _runtime_figures(
     bundle_dir: Path,
     manifest: contract.Manifest,
-    name: str,
     provider: str,
     threads: int | None,
     prompts: list[list[int]],
     n_new: int,
-) -> dict[str, Any]:
+    quiet: bool,
+) -> dict[str, dict[str, Any]]:
+    """Load every variant through the runtime, then generate each prompt ``ROUNDS`` times with
+    every variant in turn (the order rotating), so a burst of other work on the machine slows all
+    variants alike instead of one; speed is the median over all runs."""
     from gptedge.runtime.model import load
 
-    try:
-        _, chosen = providers.choose(manifest, name, provider)
-    except UserError as e:  # e.g. fp16 on a machine with no GPU provider
-        return {"provider": None, "not_run": str(e)}
-    start = time.perf_counter()
-    model = load(bundle_dir, variant=name, provider=chosen.name, threads=threads)
-    load_s = time.perf_counter() - start
+    figures: dict[str, dict[str, Any]] = {}
+    models = {}
+    for name in manifest.variants:
+        try:
+            _, chosen = providers.choose(manifest, name, provider)
+        except UserError as e:  # e.g. fp16 on a machine with no GPU provider
+            figures[name] = {"provider": None, "not_run": str(e)}
+            continue
+        start = time.perf_counter()
+        models[name] = load(bundle_dir, variant=name, provider=chosen.name, threads=threads)
+        figures[name] = {"provider": chosen.name, "load_s": time.perf_counter() - start}
     greedy = dict(temperature=0.0, ignore_eos=True, stop=(), repetition_penalty=1.0)
-    model.generate(prompts[0], max_new_tokens=min(8, n_new), **greedy)  # warm-up: threads, allocator
-    results = [model.generate(p, max_new_tokens=n_new, **greedy) for p in prompts]
-    return {
-        "provider": chosen.name,
-        "load_s": load_s,
-        "ttft_ms": 1000 * statistics.median(r.ttft_s for r in results),
-        "decode_tokens_per_s": statistics.median(r.tokens_per_s for r in results),
-        "tokens": [r.token_ids for r in results],
-    }
+    for model in models.values():
+        model.generate(prompts[0], max_new_tokens=min(8, n_new), **greedy)  # warm-up: threads, allocator
+    names = list(models)
+    results: dict[str, list[Any]] = {name: [] for name in names}
+    turns = [(r, p) for r in range(ROUNDS) for p in range(len(prompts))] if names else []
+    for turn, (_, p) in enumerate(tqdm(turns, desc="eval: generate", unit="prompt", disable=quiet, file=sys.stderr, leave=False)):
+        for name in names[turn % len(names):] + names[: turn % len(names)]:
+            results[name].append(models[name].generate(prompts[p], max_new_tokens=n_new, **greedy))
+    for name, runs in results.items():
+        figures[name].update({
+            "ttft_ms": 1000 * statistics.median(r.ttft_s for r in runs),
+            "decode_tokens_per_s": statistics.median(r.tokens_per_s for r in runs),
+            "tokens": [r.token_ids for r in runs[: len(prompts)]],  # greedy: every round is the same
+        })
+    return figures
 
 
 def _greedy_agreement(tokens: list[list[int]] | None, reference: list[list[int]] | None) -> float | None:
@@ -382,7 +393,8 @@ def _notes(report: dict[str, Any]) -> list[str]:
         f"scored), the same for every engine; quality computed on cpu",
         f"greedy: {s['prompts']} prompts of {s['prompt_tokens']} tokens, {s['new_tokens']} new tokens each; "
         f"agreement = share of tokens before the first that differs from fp32's",
-        f"machine: {s['machine']}; speed is batch 1, median over the prompts (gptedge bench measures it more carefully)",
+        f"speed: batch 1 on {s['machine']}, median of {s.get('rounds', 1)} rounds of the prompts with the variants taking "
+        f"turns (gptedge bench measures speed in more detail)",
     ]
     for name, e in report["entries"].items():
         if e.get("not_run"):
