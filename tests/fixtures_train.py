@@ -15,7 +15,7 @@ from fixtures_model import TEST_MODEL
 # Enough steps for the held-out loss to fall far below its start and below the unigram baseline.
 TEST_TRAINING = dict(seq_len=64, batch_size=16, lr=2e-3, min_lr=2e-4, warmup_steps=20, eval_interval=100,
                      checkpoint_interval=100)
-TEST_STEPS = 200
+TEST_STEPS = 300
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,7 @@ def test_corpus_smaller_than_a_window_or_the_vocab(capsys, tmp_path, two_small_d
 
 @pytest.mark.parametrize("flags, match", [
     (["--steps", "0"], "--steps 0 is out of range"),
-    (["--seq-len", "1000"], "exceeds the model's context length 256"),
+    (["--seq-len", "1000"], "exceeds the model's context length 128"),
     (["--batch-size", "0"], "--batch-size 0 is out of range"),
     (["--lr", "-1"], "--lr -1.0 is out of range"),
     (["--dropout", "1.5"], "dropout=1.5 is out of range"),
@@ -92,10 +92,10 @@ def test_out_folder_that_is_not_a_run(capsys, tmp_path, finished_run):
 def test_resume_refuses_mismatches(capsys, tmp_path, finished_run, two_small_docs):
     before = snapshot(finished_run)
     out = ["--out", str(finished_run), "--resume"]
-    fails(capsys, ["train", *out], "already reached step 200 of 200")
+    fails(capsys, ["train", *out], "already reached step 300 of 300")
     fails(capsys, ["train", *out, "--preset", "small"], "trained with preset 'tiny', not 'small'")
     fails(capsys, ["train", *out, "--seq-len", "32"], "trained with --seq-len 64, not 32")
-    fails(capsys, ["train", str(two_small_docs), *out, "--steps", "300"], "this corpus differs")
+    fails(capsys, ["train", str(two_small_docs), *out, "--steps", "400"], "this corpus differs")
     assert snapshot(finished_run) == before
 
 
@@ -114,7 +114,7 @@ def test_resume_from_a_damaged_checkpoint(capsys, finished_run, damage, match):
         path = next(ckpt.glob(target))
         path.write_bytes(path.read_bytes()[:100])  # cut short, as by a full disk
     before = snapshot(finished_run)
-    fails(capsys, ["train", "--out", str(finished_run), "--resume", "--steps", "300"], match)
+    fails(capsys, ["train", "--out", str(finished_run), "--resume", "--steps", "400"], match)
     assert snapshot(finished_run) == before
 
 

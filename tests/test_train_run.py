@@ -20,7 +20,7 @@ def test_training_learns_beyond_the_unigram_baseline(trained_checkpoint):
     info = json.loads((trained_checkpoint / "config.json").read_text())
     m = info["metrics"]
     assert info["step"] == TEST_STEPS
-    assert m["val_loss"] < m["start_val_loss"] - 1.5  # ~6.2 (uniform over 512 tokens) -> ~4.2
+    assert m["val_loss"] < m["start_val_loss"] - 1.5  # ~6.2 (uniform over 512 tokens) -> ~3.9
     assert m["val_loss"] < math.log(m["unigram_ppl"]) - 0.5  # context helps, not just token counts
     assert m["val_ppl"] == pytest.approx(math.exp(m["val_loss"]))
     assert m["tokens_per_s"] > 0 and m["sample"].startswith("The")
@@ -33,7 +33,7 @@ def test_run_folder_holds_checkpoint_log_and_plot(trained_checkpoint):
     steps = [r["step"] for r in rows if "loss" in r]
     assert steps == list(range(1, TEST_STEPS + 1))
     held = [r for r in rows if "val_loss" in r]
-    assert [r["step"] for r in held] == [0, 100, 200] and "unigram_loss" in held[0]
+    assert [r["step"] for r in held] == [0, 100, 200, 300] and "unigram_loss" in held[0]
     names = sorted(p.name for p in trained_checkpoint.iterdir())
     assert names == ["config.json", f"model-{TEST_STEPS:07d}.safetensors", "tokenizer.json",
                      f"trainer-{TEST_STEPS:07d}.pt"]  # earlier checkpoints were replaced, no temp files
