@@ -55,12 +55,13 @@ def test_closing_the_stream_leaves_no_generation_running(pool):
 
 
 def test_each_answer_token_gets_its_probability(pool):
-    served = pool.get("int8", "cpu")
+    # fp32: int8's dynamic activation scales depend on the input length, which would blur the
+    # comparison of a prompt-only pass with a prompt-plus-answer pass below.
+    served = pool.get("fp32", "cpu")
     result = [x for x in pool.stream(served, PROMPT, GREEDY.replace(max_new_tokens=20))][-1]
     tokens = pool.answer_probabilities(served, PROMPT, result)
     assert "".join(t.text for t in tokens) == result.text
     assert len(tokens) == len(result.token_ids) and all(0 < t.probability <= 1 for t in tokens)
     # Greedy picks the most likely token, so its probability is the top candidate's.
     first = pool.next_words(served, PROMPT)[0]
-    # (To 0.1 %: int8 quantizes activations with one scale per run, so a longer input shifts logits a little.)
-    assert first.token_id == result.token_ids[0] and first.probability == pytest.approx(tokens[0].probability, rel=1e-3)
+    assert first.token_id == result.token_ids[0] and first.probability == pytest.approx(tokens[0].probability, rel=1e-4)

@@ -13,11 +13,11 @@ import numpy as np
 import onnx
 import pytest
 
-from gptedge.cli import main
 from gptedge.errors import UserError
 from gptedge.export import bundle, graph
 from gptedge.runtime import contract
 from gptedge.runtime.session import Decoder
+from cli_checks import one_line_error
 
 
 @pytest.fixture
@@ -26,19 +26,12 @@ def reuse_trace(monkeypatch, tiny_bundle):
     monkeypatch.setattr(graph, "trace", lambda model: onnx.load(str(tiny_bundle / "model.onnx")))
 
 
-def _one_line_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err
-    return err
-
-
 def test_missing_checkpoint_files(capsys, export_checkpoint, tmp_path):
-    assert "does not exist" in _one_line_error(capsys, ["export", str(tmp_path / "nope"), str(tmp_path / "b")])
+    assert "does not exist" in one_line_error(capsys, ["export", str(tmp_path / "nope"), str(tmp_path / "b")])
     broken = tmp_path / "ckpt"
     shutil.copytree(export_checkpoint, broken)
     (broken / json.loads((broken / "config.json").read_text())["weights"]).unlink()
-    assert "missing its weights file" in _one_line_error(capsys, ["export", str(broken), str(tmp_path / "b")])
+    assert "missing its weights file" in one_line_error(capsys, ["export", str(broken), str(tmp_path / "b")])
     assert not (tmp_path / "b").exists()
 
 
@@ -48,7 +41,7 @@ def test_mismatched_shapes(capsys, export_checkpoint, tmp_path):
     info = json.loads((broken / "config.json").read_text())
     info["model"]["n_embd"] *= 2
     (broken / "config.json").write_text(json.dumps(info))
-    assert "do not fit config.json" in _one_line_error(capsys, ["export", str(broken), str(tmp_path / "b")])
+    assert "do not fit config.json" in one_line_error(capsys, ["export", str(broken), str(tmp_path / "b")])
     assert not (tmp_path / "b").exists()
 
 
@@ -56,8 +49,8 @@ def test_existing_output_is_refused_and_force_spares_non_bundles(capsys, export_
     out = tmp_path / "precious"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    assert "already exists: pass --force" in _one_line_error(capsys, ["export", str(export_checkpoint), str(out)])
-    err = _one_line_error(capsys, ["export", str(export_checkpoint), str(out), "--force"])
+    assert "already exists: pass --force" in one_line_error(capsys, ["export", str(export_checkpoint), str(out)])
+    err = one_line_error(capsys, ["export", str(export_checkpoint), str(out), "--force"])
     assert "is not a gptedge bundle" in err
     assert (out / "notes.txt").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
 
@@ -115,7 +108,7 @@ def test_external_data_bundle(reuse_trace, export_checkpoint, tmp_path):
 def test_parity_text_from_a_file(reuse_trace, export_checkpoint, tmp_path, capsys):
     short = tmp_path / "short.txt"
     short.write_text("Too short.")
-    err = _one_line_error(capsys, ["export", str(export_checkpoint), str(tmp_path / "b"), "--text", str(short)])
+    err = one_line_error(capsys, ["export", str(export_checkpoint), str(tmp_path / "b"), "--text", str(short)])
     assert "has only" in err and "--text" in err
     text = tmp_path / "text.txt"
     text.write_text("\n\n".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog." for i in range(40)))

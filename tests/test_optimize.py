@@ -20,17 +20,7 @@ from gptedge.export.bundle import fp32_variant
 from gptedge.export.parity import check_batch
 from gptedge.runtime import contract
 from gptedge.runtime.session import Decoder
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-def _one_line_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err
-    return err
+from cli_checks import one_line_error, snapshot
 
 
 def _rewrite_fp32(bundle: Path, edit) -> None:
@@ -111,10 +101,10 @@ def test_optimized_bundle_matches_the_original(optimized, tiny_bundle):
 
 def test_second_run_is_a_no_op(optimized, capsys):
     bundle, _ = optimized
-    before = _snapshot(bundle)
+    before = snapshot(bundle)
     assert main(["optimize", str(bundle), "--quiet"]) == 0
     assert "already optimised" in capsys.readouterr().out
-    assert _snapshot(bundle) == before
+    assert snapshot(bundle) == before
 
 
 def test_tampered_graph_is_refused(tiny_bundle, tmp_path, capsys):
@@ -122,10 +112,10 @@ def test_tampered_graph_is_refused(tiny_bundle, tmp_path, capsys):
     shutil.copytree(tiny_bundle, bundle)
     with open(bundle / "model.onnx", "ab") as f:
         f.write(b"\0")
-    before = _snapshot(bundle)
-    err = _one_line_error(capsys, ["optimize", str(bundle), "--quiet"])
+    before = snapshot(bundle)
+    err = one_line_error(capsys, ["optimize", str(bundle), "--quiet"])
     assert "model.onnx does not match its manifest hash" in err
-    assert _snapshot(bundle) == before
+    assert snapshot(bundle) == before
 
 
 def test_failed_parity_leaves_the_bundle_unchanged(tiny_bundle, tmp_path, capsys, monkeypatch):
@@ -142,10 +132,10 @@ def test_failed_parity_leaves_the_bundle_unchanged(tiny_bundle, tmp_path, capsys
     monkeypatch.setattr(optimize, "fuse", fuse_without_mask)
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
-    before = _snapshot(bundle)
-    err = _one_line_error(capsys, ["optimize", str(bundle), "--quiet"])
+    before = snapshot(bundle)
+    err = one_line_error(capsys, ["optimize", str(bundle), "--quiet"])
     assert "logits differ from the original's" in err and "left unchanged" in err
-    assert _snapshot(bundle) == before
+    assert snapshot(bundle) == before
 
 
 def test_disk_full_leaves_the_bundle_unchanged(tiny_bundle, tmp_path, monkeypatch):
@@ -158,10 +148,10 @@ def test_disk_full_leaves_the_bundle_unchanged(tiny_bundle, tmp_path, monkeypatc
     monkeypatch.setattr(graph, "save", save_then_fail)
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
-    before = _snapshot(bundle)
+    before = snapshot(bundle)
     with pytest.raises(UserError, match="no space left on the device"):
         optimize.optimize_bundle(bundle, quiet=True)
-    assert _snapshot(bundle) == before
+    assert snapshot(bundle) == before
 
 
 def test_tanh_gelu_keeps_its_form(tiny_bundle, tmp_path):

@@ -19,17 +19,7 @@ from gptedge.export import quantize
 from gptedge.export.quantize_int8 import reduce_range
 from gptedge.runtime import contract
 from gptedge.runtime.session import Decoder
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-def _one_line_error(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err
-    return err
+from cli_checks import one_line_error, snapshot
 
 
 @pytest.fixture
@@ -121,18 +111,18 @@ def test_int8_static_keeps_the_attention_mask_float(quantized_bundle):
 
 
 def test_quantizing_twice_is_refused_and_changes_nothing(capsys, quantized_bundle):
-    before = _snapshot(quantized_bundle)
+    before = snapshot(quantized_bundle)
     for argv in (["--to", "int8"], ["--target", "cpu"], ["--target", "npu"]):
-        err = _one_line_error(capsys, ["quantize", str(quantized_bundle), *argv])
+        err = one_line_error(capsys, ["quantize", str(quantized_bundle), *argv])
         assert "already has the" in err and "--force" in err
-    assert _snapshot(quantized_bundle) == before
+    assert snapshot(quantized_bundle) == before
 
 
 def test_unknown_precision_or_target(capsys, quantized_bundle):
-    before = _snapshot(quantized_bundle)
-    assert "unknown precision 'int3'" in _one_line_error(capsys, ["quantize", str(quantized_bundle), "--to", "int3"])
-    assert "unknown target 'tpu'" in _one_line_error(capsys, ["quantize", str(quantized_bundle), "--target", "tpu"])
-    assert _snapshot(quantized_bundle) == before
+    before = snapshot(quantized_bundle)
+    assert "unknown precision 'int3'" in one_line_error(capsys, ["quantize", str(quantized_bundle), "--to", "int3"])
+    assert "unknown target 'tpu'" in one_line_error(capsys, ["quantize", str(quantized_bundle), "--target", "tpu"])
+    assert snapshot(quantized_bundle) == before
 
 
 @pytest.mark.parametrize("damage", ["tampered", "missing"])
@@ -142,23 +132,23 @@ def test_damaged_fp32_graph_is_refused(capsys, bundle, damage):
         path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     else:
         path.unlink()
-    before = _snapshot(bundle)
-    err = _one_line_error(capsys, ["quantize", str(bundle), "--to", "int8"])
+    before = snapshot(bundle)
+    err = one_line_error(capsys, ["quantize", str(bundle), "--to", "int8"])
     assert ("does not match its manifest hash" if damage == "tampered" else "is missing") in err
-    assert _snapshot(bundle) == before
+    assert snapshot(bundle) == before
 
 
 def test_calibration_text_problems(capsys, bundle, tmp_path):
-    before = _snapshot(bundle)
+    before = snapshot(bundle)
     empty = tmp_path / "empty.txt"
     empty.write_text(" \n")
-    err = _one_line_error(capsys, ["quantize", str(bundle), "--to", "int8-static", "--text", str(empty)])
+    err = one_line_error(capsys, ["quantize", str(bundle), "--to", "int8-static", "--text", str(empty)])
     assert "calibration text" in err and "is empty" in err
-    err = _one_line_error(capsys, ["quantize", str(bundle), "--to", "int8", "--text", str(empty)])
+    err = one_line_error(capsys, ["quantize", str(bundle), "--to", "int8", "--text", str(empty)])
     assert "leave it out" in err
-    err = _one_line_error(capsys, ["quantize", str(bundle), "--to", "int8-static", "--text", str(tmp_path / "nope.txt")])
+    err = one_line_error(capsys, ["quantize", str(bundle), "--to", "int8-static", "--text", str(tmp_path / "nope.txt")])
     assert "does not exist" in err
-    assert _snapshot(bundle) == before
+    assert snapshot(bundle) == before
 
 
 def test_calibration_from_a_text_file(bundle, tmp_path):
@@ -176,11 +166,11 @@ def test_a_failed_conversion_leaves_the_bundle_untouched(bundle, monkeypatch):
     def broken(path, manifest, cache_dtype):
         raise RuntimeError("simulated broken graph")
 
-    before = _snapshot(bundle)
+    before = snapshot(bundle)
     monkeypatch.setattr(quantize, "smoke_test", broken)
     with pytest.raises(RuntimeError, match="simulated"):
         quantize.quantize_bundle(bundle, ["int4"], quiet=True)
-    assert _snapshot(bundle) == before
+    assert snapshot(bundle) == before
     contract.read_bundle(bundle)
 
 
