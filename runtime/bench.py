@@ -175,7 +175,9 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.checkpoint and importlib.util.find_spec("torch") is None:
         raise UserError("--checkpoint needs PyTorch for the baseline: pip install 'gptedge[train]'")
     C = manifest.model.context_length
-    common = ["--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
+    prompt_tokens = args.prompt_tokens or min(64, C // 4)
+    new_tokens = args.new_tokens or min(128, C - prompt_tokens)
+    common = ["--prompt-tokens", str(prompt_tokens), "--new-tokens", str(new_tokens),
               "--repeat", str(args.repeat)]
     results = []
     for v, p in pairs:

@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--variants", nargs="+", metavar="NAME", help="variants to measure (default: all)")
     b.add_argument("--providers", nargs="+", metavar="NAME", help="providers to measure (default: all available)")
     b.add_argument("--threads", type=int, default=2, help="intra-op threads for both engines (default 2)")
-    b.add_argument("--prompt-tokens", type=int, default=64)
-    b.add_argument("--new-tokens", type=int, default=128)
+    b.add_argument("--prompt-tokens", type=int, help="prompt length (default 64, a quarter of a shorter context)")
+    b.add_argument("--new-tokens", type=int, help="tokens to generate (default 128, or what the context has left)")
     b.add_argument("--repeat", type=int, default=3, help="runs per figure; median and spread are kept")
     b.add_argument("--soak", type=int, default=0, metavar="N",
                    help="also run N short generations and report resident memory before and after")
