@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import errno
 import shutil
 import sys
 import time
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 import gptedge
 from gptedge import atomic
-from gptedge.errors import UserError
+from gptedge.errors import UserError, write_error
 from gptedge.export import graph, parity
 from gptedge.export.heldout import heldout_text
 from gptedge.runtime import contract
@@ -143,11 +142,7 @@ def export_bundle(
     except FileExistsError:
         raise UserError(f"{out_dir} appeared while exporting: choose another output folder or pass --force") from None
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise UserError(
-                f"no space left on the device writing {out_dir}: free some space and export again"
-            ) from None
-        raise UserError(f"cannot write {out_dir} ({e.strerror or e}): check the folder and its permissions") from None
+        raise write_error(e, out_dir, "export again") from None
     finally:
         steps.close()
     return ExportResult(out_dir, manifest, time.perf_counter() - start)

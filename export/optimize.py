@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import errno
 import sys
 from dataclasses import dataclass
 from importlib import metadata
@@ -53,7 +52,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from gptedge.errors import UserError
+from gptedge.errors import UserError, write_error
 from gptedge.export import fuse_attention, graph
 from gptedge.export.parity import left_pad
 from gptedge.runtime import contract
@@ -282,11 +281,7 @@ def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResu
         steps.set_postfix_str("done")
         steps.update()
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise UserError(
-                f"no space left on the device writing {bundle}: free some space and optimize again"
-            ) from None
-        raise UserError(f"cannot write to {bundle} ({e.strerror or e}): check the folder and its permissions") from None
+        raise write_error(e, bundle, "optimize again") from None
     finally:
         steps.close()
         for f in uncommitted:  # the manifest never pointed at these

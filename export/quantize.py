@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import logging
 import sys
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from gptedge import atomic
-from gptedge.errors import UserError
+from gptedge.errors import UserError, write_error
 from gptedge.runtime import contract
 
 PRECISIONS = ("int8", "int4", "fp16", "int8-static")
@@ -168,9 +167,7 @@ def _add_variant(
         steps.set_postfix_str("done")
         steps.update()
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise UserError(f"no space left on the device writing {bundle_dir / file}: free some space and run again") from None
-        raise UserError(f"cannot write {bundle_dir / file} ({e.strerror or e}): check the folder and its permissions") from None
+        raise write_error(e, bundle_dir / file, "quantize again") from None
     finally:
         steps.close()
     fp32 = manifest.variants["fp32"]
