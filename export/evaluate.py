@@ -148,7 +148,7 @@ def evaluate_bundle(
         for name, v in manifest.variants.items()
     }
     engines: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        name: _onnx_logits(bundle_dir / v.file, manifest, v.cache_dtype, options) for name, v in manifest.variants.items()
+        name: _onnx_logits(bundle_dir / v.file, manifest, options) for name, v in manifest.variants.items()
     }
     if checkpoint_dir:
         pytorch = _PyTorch(Path(checkpoint_dir), info)
@@ -266,8 +266,8 @@ def _greedy_agreement(tokens: list[list[int]] | None, reference: list[list[int]]
 # Quality, from full windows
 
 
-def _onnx_logits(path: Path, manifest: contract.Manifest, cache_dtype: str, options: Any) -> Callable[[np.ndarray], np.ndarray]:
-    decoder = Decoder(path, manifest, options=options, cache_dtype=cache_dtype)
+def _onnx_logits(path: Path, manifest: contract.Manifest, options: Any) -> Callable[[np.ndarray], np.ndarray]:
+    decoder = Decoder(path, manifest, options=options)
 
     def logits(windows: np.ndarray) -> np.ndarray:
         B, T = windows.shape

@@ -94,12 +94,12 @@ def prepare(model: onnx.ModelProto, shape: contract.ModelShape) -> None:
     spell_cache_concat(model, shape)
 
 
-def fused_layers(model: onnx.ModelProto, shape: contract.ModelShape) -> int:
-    """How many layers' present key and value come straight out of a MultiHeadAttention."""
+def fused_layers(model: onnx.ModelProto, shape: contract.ModelShape, op_type: str = "MultiHeadAttention") -> int:
+    """How many layers' present key and value come straight out of one com.microsoft ``op_type``."""
     producers = {out: node for node in model.graph.node for out in node.output}
     count = 0
     for i in range(shape.n_layer):
         nodes = [producers.get(name) for name in contract.present_names(i)]
-        if all(n is not None and n.op_type == "MultiHeadAttention" and n.domain == "com.microsoft" for n in nodes):
+        if all(n is not None and n.op_type == op_type and n.domain == "com.microsoft" for n in nodes):
             count += 1
     return count

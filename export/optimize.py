@@ -53,7 +53,7 @@ import onnx
 from tqdm import tqdm
 
 from gptedge.errors import UserError, write_error
-from gptedge.export import fuse_attention, graph
+from gptedge.export import fuse_attention, graph, shared_cache
 from gptedge.export.parity import left_pad
 from gptedge.runtime import contract
 from gptedge.runtime.session import Decoder
@@ -155,6 +155,8 @@ def fuse(model: onnx.ModelProto, shape: contract.ModelShape) -> tuple[onnx.Model
     fusions = {name: n for name, n in counts.items() if n}
     if n := keep_head_as_exported(fused):
         fusions["head_kept_as_matmul"] = n
+    if fuse_attention.fused_layers(fused, shape) == shape.n_layer:  # all or nothing: one cache layout
+        fusions["group_query_attention_shared_cache"] = shared_cache.to_group_query_attention(fused, shape)
     del fused.metadata_props[:]
     fused.doc_string = ""
 
@@ -169,6 +171,16 @@ def fuse(model: onnx.ModelProto, shape: contract.ModelShape) -> tuple[onnx.Model
     if problem:
         raise UserError(f"the fusions {problem}; the bundle is left unchanged: this is a gptedge bug, please report it")
     return fused, fusions
+
+
+def describe_attention(model: onnx.ModelProto, shape: contract.ModelShape) -> tuple[str, str]:
+    """What the fused graph's attention is, in words, and its cache layout."""
+    shared = fuse_attention.fused_layers(model, shape, "GroupQueryAttention")
+    if shared == shape.n_layer:
+        return f"com.microsoft.GroupQueryAttention over a preallocated shared cache in {shared} of {shared} layers", "shared"
+    fused = fuse_attention.fused_layers(model, shape)
+    return (f"com.microsoft.MultiHeadAttention in {fused} of {shape.n_layer} layers, the cache concatenated "
+            f"per step (a shared cache needs every layer fused)", "concat")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +244,7 @@ def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResu
 
         steps.set_postfix_str("fuse")
         model, fusions = fuse(model, manifest.model)
-        attention_layers = fuse_attention.fused_layers(model, manifest.model)
+        attention, cache_layout = describe_attention(model, manifest.model)
         steps.update()
 
         steps.set_postfix_str("write")
@@ -250,7 +262,8 @@ def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResu
             )
 
         new_variant = dataclasses.replace(
-            variant, file=written[0].name, data_file=None, data_size_bytes=0, data_sha256=""
+            variant, file=written[0].name, data_file=None, data_size_bytes=0, data_sha256="",
+            cache_layout=cache_layout,
         )
         new_variant.size_bytes, new_variant.sha256 = contract.describe_file(bundle, written[0].name)
         if len(written) > 1:
@@ -265,8 +278,7 @@ def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResu
             "size_bytes_before": size_before,
             "size_bytes_after": new_variant.size_bytes + new_variant.data_size_bytes,
             "fusions": fusions,
-            "attention": f"com.microsoft.MultiHeadAttention with past/present in {attention_layers} of "
-                         f"{manifest.model.n_layer} layers",
+            "attention": attention,
             "gelu": gelu,
             "ops_before": ops_before,
             "ops_after": ops_after,

@@ -139,10 +139,9 @@ def _add_variant(
         steps.update()
 
         steps.set_postfix_str("check")
-        cache_dtype = settings.get("cache_dtype", "float32")
         with atomic.temporary_path(bundle_dir / file) as tmp:
             tmp.write_bytes(model.SerializeToString())
-            smoke_test(tmp, manifest, cache_dtype)
+            cache_dtype, cache_layout = smoke_test(tmp, manifest)
             steps.update()
             steps.set_postfix_str("write")
             if precision in manifest.variants:  # --force: first commit a manifest without the old one
@@ -154,7 +153,7 @@ def _add_variant(
         size, digest = contract.describe_file(bundle_dir, file)
         variant = contract.Variant(
             file=file, precision=precision, size_bytes=size, sha256=digest, cache_dtype=cache_dtype,
-            providers=list(PROVIDERS[precision]),
+            cache_layout=cache_layout, providers=list(PROVIDERS[precision]),
         )
         manifest.variants[precision] = variant
         manifest.variants = {k: manifest.variants[k] for k in sorted(manifest.variants, key=_order)}
@@ -202,17 +201,19 @@ def convert(
         return quantize_int8_static(model, Decoder(fp32_path, manifest), tokens)
 
 
-def smoke_test(path: Path, manifest: contract.Manifest, cache_dtype: str) -> None:
+def smoke_test(path: Path, manifest: contract.Manifest) -> tuple[str, str]:
     """Load the new graph in onnxruntime (CPU) and run a two-token prefill and one decode step:
-    a graph that fails here is a bug in the conversion, and must never reach the bundle."""
+    a graph that fails here is a bug in the conversion, and must never reach the bundle.
+    Returns the graph's cache dtype and layout, for its manifest entry."""
     from gptedge.runtime.session import Decoder
 
-    decoder = Decoder(path, manifest, cache_dtype=cache_dtype)
+    decoder = Decoder(path, manifest)
     ids = np.array([[manifest.eos_token_id, manifest.eos_token_id]], dtype=np.int64)
     logits, cache = decoder.run(ids, np.ones((1, 2), np.int64), np.arange(2)[None, :], decoder.empty_cache(1))
     logits, _ = decoder.run(ids[:, :1], np.ones((1, 3), np.int64), np.array([[2]]), cache)
     if logits.shape != (1, 1, manifest.model.vocab_size) or not np.isfinite(logits).all():
         raise RuntimeError(f"the converted graph computes logits of shape {logits.shape} with non-finite values")
+    return decoder.cache_dtype.name, decoder.cache_layout
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ import onnx
 
 from gptedge.export import tied_embedding
 from gptedge.runtime import contract
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.session import Cache, Decoder
 
 # Windows of held-out text; each gives one prefill and one decode feed. The calibrator keeps every
 # activation of every feed in memory until the end (its chunking option drops data in onnxruntime
@@ -74,13 +74,13 @@ def _reader_class():
             self._iter = iter(self.feeds)
 
         @staticmethod
-        def _feed(fp32: Decoder, ids: np.ndarray, past: int, cache: list[np.ndarray]) -> dict[str, np.ndarray]:
+        def _feed(fp32: Decoder, ids: np.ndarray, past: int, cache: Cache) -> dict[str, np.ndarray]:
             T = ids.shape[1]
             return {
                 contract.INPUT_IDS: ids,
                 contract.ATTENTION_MASK: np.ones((1, past + T), dtype=np.int64),
                 contract.POSITION_IDS: np.arange(past, past + T, dtype=np.int64)[None, :],
-                **dict(zip(fp32.past_names, cache)),
+                **dict(zip(fp32.past_names, fp32.host_cache(cache))),
             }
 
         def get_next(self) -> dict[str, np.ndarray] | None:

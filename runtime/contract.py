@@ -39,6 +39,7 @@ BATCH = "batch_size"
 SEQUENCE = "sequence_length"
 PAST_SEQUENCE = "past_sequence_length"
 TOTAL_SEQUENCE = "total_sequence_length"  # past_sequence_length + sequence_length
+CACHE_CAPACITY = "max_sequence_length"  # slots of a preallocated cache (the "shared" layout)
 
 
 def past_names(layer: int) -> tuple[str, str]:
@@ -69,23 +70,37 @@ class ModelShape:
         return self.n_embd // self.n_head
 
 
-def graph_inputs(shape: ModelShape, cache_dtype: str = "float32") -> list[TensorSpec]:
+# How a variant's graph holds the KV cache. Both read the same inputs with the same meaning
+# (left padding, attention_mask of width P + T, position_ids); they differ in the cache tensors:
+# - "concat": past (B, nh, P, hs) in, present (B, nh, P + T, hs) out, a new tensor every step
+#   (the exported graph: standard ONNX ops, runs on every provider);
+# - "shared": one preallocated (B, nh, C, hs) buffer per key and value, C the context length,
+#   bound by the caller as both past and present; the graph writes the step's T slots after the
+#   P in use (GroupQueryAttention, written by gptedge optimize): no copy of the cache per step.
+CACHE_LAYOUTS = ("concat", "shared")
+
+
+def graph_inputs(shape: ModelShape, cache_dtype: str = "float32", cache_layout: str = "concat") -> list[TensorSpec]:
     specs = [
         TensorSpec(INPUT_IDS, "int64", (BATCH, SEQUENCE)),
         TensorSpec(ATTENTION_MASK, "int64", (BATCH, TOTAL_SEQUENCE)),
         TensorSpec(POSITION_IDS, "int64", (BATCH, SEQUENCE)),
     ]
+    slots = CACHE_CAPACITY if cache_layout == "shared" else PAST_SEQUENCE
     for i in range(shape.n_layer):
         for name in past_names(i):
-            specs.append(TensorSpec(name, cache_dtype, (BATCH, shape.n_head, PAST_SEQUENCE, shape.head_dim)))
+            specs.append(TensorSpec(name, cache_dtype, (BATCH, shape.n_head, slots, shape.head_dim)))
     return specs
 
 
-def graph_outputs(shape: ModelShape, cache_dtype: str = "float32", logits_dtype: str = "float32") -> list[TensorSpec]:
+def graph_outputs(
+    shape: ModelShape, cache_dtype: str = "float32", logits_dtype: str = "float32", cache_layout: str = "concat"
+) -> list[TensorSpec]:
     specs = [TensorSpec(LOGITS, logits_dtype, (BATCH, SEQUENCE, shape.vocab_size))]
+    slots = CACHE_CAPACITY if cache_layout == "shared" else TOTAL_SEQUENCE
     for i in range(shape.n_layer):
         for name in present_names(i):
-            specs.append(TensorSpec(name, cache_dtype, (BATCH, shape.n_head, TOTAL_SEQUENCE, shape.head_dim)))
+            specs.append(TensorSpec(name, cache_dtype, (BATCH, shape.n_head, slots, shape.head_dim)))
     return specs
 
 
@@ -101,6 +116,7 @@ class Variant:
     size_bytes: int
     sha256: str
     cache_dtype: str = "float32"
+    cache_layout: str = "concat"  # one of CACHE_LAYOUTS
     providers: list[str] = field(default_factory=lambda: ["cpu"])  # provider kinds it is meant for
     metrics: dict[str, Any] = field(default_factory=dict)
     data_file: str | None = None
@@ -157,6 +173,11 @@ class Manifest:
         for name, v in self.variants.items():
             if v.precision not in PRECISIONS:
                 raise UserError(f"variant {name!r} has unknown precision {v.precision!r}: expected one of {PRECISIONS}")
+            if v.cache_layout not in CACHE_LAYOUTS:
+                raise UserError(
+                    f"variant {name!r} has unknown cache layout {v.cache_layout!r}: expected one of "
+                    f"{CACHE_LAYOUTS}; re-export the bundle with this version of gptedge"
+                )
 
 
 def file_sha256(path: str | Path) -> str:

@@ -5,9 +5,10 @@
     for piece in model.stream("The meaning of", temperature=0):
         print(piece, end="", flush=True)
 
-A prompt is a string or a list of token ids; a list of prompts is a batch. Sessions are kept per
-(variant file, provider, threads, optimization level), so loading the same variant again reuses
-the onnxruntime session instead of building another copy of the weights.
+A prompt is a string or a list of token ids; a list of prompts is a batch. Sessions are shared per
+(variant file, provider, threads, optimization level) while a model uses them, so loading the same
+variant again reuses the onnxruntime session instead of building another copy of the weights; the
+session goes when the last model using it does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
@@ -31,7 +33,10 @@ from gptedge.runtime.text import StopStrings, StreamDecoder, token_bytes
 log = logging.getLogger("gptedge.runtime")
 
 Prompt = Union[str, Sequence[int]]
-_DECODERS: dict[tuple, Decoder] = {}
+# Sessions in use, so that loading a variant again shares its weights. Weak: a session is freed
+# with the last Model that uses it, so a long process (a server, ``gptedge build``) does not keep
+# every variant it ever opened.
+_DECODERS: "weakref.WeakValueDictionary[tuple, Decoder]" = weakref.WeakValueDictionary()
 
 
 def load(
@@ -63,9 +68,13 @@ def load(
             manifest,
             providers=providers.ep_list(chosen),
             options=providers.session_options(threads, optimization, chosen.name),
-            cache_dtype=entry.cache_dtype,
             device=chosen.device,
         )
+        if (decoder.cache_layout, decoder.cache_dtype.name) != (entry.cache_layout, entry.cache_dtype):
+            raise UserError(
+                f"variant {name!r}: its graph has a {decoder.cache_layout} {decoder.cache_dtype.name} cache, the "
+                f"manifest says {entry.cache_layout} {entry.cache_dtype}: re-create the variant"
+            )
         _DECODERS[key] = decoder
     tokenizer = Tokenizer.from_file(str(bundle_dir / contract.TOKENIZER_FILE))
     if tokenizer.get_vocab_size() > manifest.model.vocab_size:

@@ -2,17 +2,25 @@
 
 This is the thin layer every caller shares (generation, the export's parity gate, benchmarks):
 feed ``input_ids``/``attention_mask``/``position_ids`` plus the cache, get logits and the next cache.
-The cache that comes out of one step goes into the next untouched.
+``run`` takes a cache and returns the one to pass to the next step; the caller never looks inside,
+so both cache layouts (``contract.CACHE_LAYOUTS``) look the same from outside. The graph itself says
+which one it has (the size name of its past input), as does the manifest.
 
-Two ways to run, chosen by ``io_binding``:
+- **concat** (the exported graph). On CPU, plain ``session.run`` with numpy arrays: they are
+  wrapped without a copy and each present output is fed straight back as the next past. This
+  measured faster than IO binding here: binding every input and output by name each step costs
+  about 0.3 ms of Python against 0.1 ms (tiny preset, 2 threads). On a GPU or other device, IO
+  binding: the presents are allocated on the device and bound as the next step's past, so the
+  cache never travels to the host.
+- **shared** (``gptedge optimize``'s GroupQueryAttention graph). ``empty_cache`` allocates one
+  (B, nh, C, hs) buffer per key and value, on the device, and an IO binding that binds each buffer
+  as both the past input and the present output, once. A step then binds only the three small
+  inputs and a fresh logits array, and onnxruntime writes the new keys and values in place: no
+  cache is allocated, copied or freed per token, and a step at a 90 % full context costs about
+  what one at past 64 does. The binding lives in the cache, so threads that share a decoder but
+  not a cache do not interfere.
 
-- plain ``session.run`` with numpy arrays (the default on CPU): numpy inputs are wrapped without
-  a copy and the present outputs come back as numpy arrays that are fed straight back in. On CPU
-  this measured faster than IO binding: same time inside onnxruntime, but binding every input and
-  output by name each step costs about 0.3 ms of Python against 0.1 ms (tiny preset, 2 threads).
-- IO binding (always on a GPU or other device provider): the present outputs are allocated on the
-  device and bound as the next step's past inputs as ``OrtValue``s, so the cache never travels to
-  the host; only the logits are copied back, because sampling runs in numpy.
+Only the logits come back to the host, because sampling runs in numpy.
 """
 
 from __future__ import annotations
@@ -26,8 +34,34 @@ import onnxruntime as ort
 
 from gptedge.runtime import contract
 
-# numpy arrays on the plain path; OrtValues (possibly in device memory) with IO binding.
-Cache = list[Union[np.ndarray, ort.OrtValue]]
+# onnxruntime's type strings for the dtypes a graph's cache and logits may have.
+_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+
+
+class SharedCache:
+    """The "shared" layout's cache: preallocated buffers, bound as both past and present."""
+
+    def __init__(self, decoder: "Decoder", batch: int) -> None:
+        shape = decoder.shape
+        dims = (batch, shape.n_head, shape.context_length, shape.head_dim)  # (B, nh, C, hs)
+        if decoder.device == "cpu":  # numpy memory (np.zeros: pages are only touched when written)
+            self.arrays: list[np.ndarray] | None = [np.zeros(dims, decoder.cache_dtype) for _ in decoder.past_names]
+            self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.arrays]
+        else:
+            self.arrays = None
+            self.values = [
+                ort.OrtValue.ortvalue_from_shape_and_type(dims, decoder.cache_dtype, decoder.device, 0)
+                for _ in decoder.past_names
+            ]
+        self.binding = decoder.session.io_binding()
+        for past, present, value in zip(decoder.past_names, decoder.output_names[1:], self.values):
+            self.binding.bind_ortvalue_input(past, value)
+            self.binding.bind_ortvalue_output(present, value)
+
+
+# numpy arrays on the plain path; OrtValues (possibly in device memory) with IO binding; or a
+# SharedCache. Opaque to callers: pass the cache ``run`` returned to the next ``run``.
+Cache = Union[list[Union[np.ndarray, ort.OrtValue]], SharedCache]
 
 
 class Decoder:
@@ -37,16 +71,19 @@ class Decoder:
         manifest: contract.Manifest,
         providers: Sequence[str | tuple[str, dict]] = ("CPUExecutionProvider",),
         options: ort.SessionOptions | None = None,
-        cache_dtype: str = "float32",
         device: str = "cpu",
         io_binding: bool = False,
     ) -> None:
         self.manifest = manifest
         self.shape = manifest.model
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-        self.cache_dtype = np.dtype(cache_dtype)
         self.past_names = [n for i in range(self.shape.n_layer) for n in contract.past_names(i)]
         self.output_names = manifest.outputs
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        past = inputs[self.past_names[0]]
+        self.cache_dtype = _DTYPES[past.type]
+        self.logits_dtype = _DTYPES[self.session.get_outputs()[0].type]
+        self.cache_layout = "shared" if past.shape[2] == contract.CACHE_CAPACITY else "concat"
         self.device = device
         self.io_binding = io_binding or device != "cpu"
         # Time spent inside onnxruntime, for overhead figures: wall clock, and CPU time of the
@@ -54,10 +91,19 @@ class Decoder:
         self.run_seconds = 0.0
         self.run_cpu_seconds = 0.0
 
-    def empty_cache(self, batch: int) -> list[np.ndarray]:
-        """A zero-length past, (B, nh, 0, hs) per key and value: the first step's input."""
+    def empty_cache(self, batch: int) -> Cache:
+        """The first step's cache: a zero-length past, (B, nh, 0, hs) per key and value, or for the
+        shared layout fresh buffers of C slots."""
+        if self.cache_layout == "shared":
+            return SharedCache(self, batch)
         shape = (batch, self.shape.n_head, 0, self.shape.head_dim)
         return [np.zeros(shape, dtype=self.cache_dtype) for _ in self.past_names]
+
+    def host_cache(self, cache: Cache) -> list[np.ndarray]:
+        """The cache as numpy arrays, in ``past_names`` order (to feed another session with it)."""
+        if isinstance(cache, SharedCache):
+            return cache.arrays if cache.arrays is not None else [v.numpy() for v in cache.values]
+        return [c if isinstance(c, np.ndarray) else c.numpy() for c in cache]
 
     def run(
         self,
@@ -66,9 +112,11 @@ class Decoder:
         position_ids: np.ndarray,
         cache: Cache,
     ) -> tuple[np.ndarray, Cache]:
-        """input_ids/position_ids (B, T), attention_mask (B, P + T), cache 2*n_layer x (B, nh, P, hs).
-        Returns logits (B, T, V) as numpy and the new cache, (B, nh, P + T, hs) each, of the same kind
-        as the decoder's (numpy arrays, or OrtValues with IO binding)."""
+        """input_ids/position_ids (B, T), attention_mask (B, P + T), the cache of P positions.
+        Returns logits (B, T, V) as numpy and the cache of P + T positions. The cache passed in is
+        consumed (the shared layout updates it in place): continue from the returned one."""
+        if isinstance(cache, SharedCache):
+            return self._run_shared(input_ids, attention_mask, position_ids, cache)
         if self.io_binding:
             return self._run_bound(input_ids, attention_mask, position_ids, cache)
         feed = {
@@ -83,11 +131,31 @@ class Decoder:
         self.run_cpu_seconds += time.thread_time() - cpu
         return logits, present
 
-    def _run_bound(self, input_ids, attention_mask, position_ids, cache):
-        binding = self.session.io_binding()  # one per step: callers may share the decoder across threads
+    def _bind_inputs(self, binding: ort.IOBinding, input_ids, attention_mask, position_ids) -> None:
         binding.bind_cpu_input(contract.INPUT_IDS, np.ascontiguousarray(input_ids))
         binding.bind_cpu_input(contract.ATTENTION_MASK, np.ascontiguousarray(attention_mask))
         binding.bind_cpu_input(contract.POSITION_IDS, np.ascontiguousarray(position_ids))
+
+    def _timed_run(self, binding: ort.IOBinding) -> None:
+        start, cpu = time.perf_counter(), time.thread_time()
+        self.session.run_with_iobinding(binding)
+        self.run_seconds += time.perf_counter() - start
+        self.run_cpu_seconds += time.thread_time() - cpu
+
+    def _run_shared(self, input_ids, attention_mask, position_ids, cache: SharedCache):
+        if attention_mask.shape[1] > self.shape.context_length:
+            raise ValueError(f"the cache holds {self.shape.context_length} positions, not {attention_mask.shape[1]}")
+        binding = cache.binding
+        self._bind_inputs(binding, input_ids, attention_mask, position_ids)
+        B, T = input_ids.shape
+        logits = np.empty((B, T, self.shape.vocab_size), dtype=self.logits_dtype)  # a new one: callers keep them
+        binding.bind_output(contract.LOGITS, "cpu", 0, logits.dtype, logits.shape, logits.ctypes.data)
+        self._timed_run(binding)
+        return logits, cache
+
+    def _run_bound(self, input_ids, attention_mask, position_ids, cache):
+        binding = self.session.io_binding()  # one per step: callers may share the decoder across threads
+        self._bind_inputs(binding, input_ids, attention_mask, position_ids)
         for name, value in zip(self.past_names, cache):
             if isinstance(value, np.ndarray):  # the empty first cache, or a caller's host copy
                 binding.bind_cpu_input(name, np.ascontiguousarray(value))
@@ -98,9 +166,6 @@ class Decoder:
         binding.bind_output(contract.LOGITS, "cpu")
         for name in self.output_names[1:]:
             binding.bind_output(name, self.device)
-        start, cpu = time.perf_counter(), time.thread_time()
-        self.session.run_with_iobinding(binding)
-        self.run_seconds += time.perf_counter() - start
-        self.run_cpu_seconds += time.thread_time() - cpu
+        self._timed_run(binding)
         logits, *present = binding.get_outputs()
         return logits.numpy(), present

@@ -54,14 +54,20 @@ def test_op_counts_show_the_fusions(optimized, tiny_bundle):
     assert before.get("LayerNormalization") == 2 * n_layer + 1 and "com.microsoft.SkipLayerNormalization" not in before
     assert after.get("com.microsoft.SkipLayerNormalization") == 2 * n_layer + 1 and "LayerNormalization" not in after
     assert after.get("com.microsoft.BiasGelu") == n_layer and "Gelu" not in after  # the test model's GELU is exact
-    assert after.get("com.microsoft.MultiHeadAttention") == n_layer and "Softmax" not in after
-    assert record["attention"].endswith(f"in {n_layer} of {n_layer} layers")
+    assert after.get("com.microsoft.GroupQueryAttention") == n_layer and "Softmax" not in after
+    assert "com.microsoft.MultiHeadAttention" not in after
+    assert record["attention"].endswith(f"shared cache in {n_layer} of {n_layer} layers")
     assert sum(after.values()) < sum(before.values()) / 2
-    assert "com.microsoft.MultiHeadAttention" in printed and "op type" in printed and "parity" in printed
+    assert "com.microsoft.GroupQueryAttention" in printed and "op type" in printed and "parity" in printed
     model = onnx.load(str(bundle / manifest.variants["fp32"].file))
-    assert fuse_attention.fused_layers(model, manifest.model) == n_layer
-    assert [v.name for v in model.graph.input] == manifest.inputs
-    assert [v.name for v in model.graph.output] == manifest.outputs
+    assert fuse_attention.fused_layers(model, manifest.model, "GroupQueryAttention") == n_layer
+    # The contract's IO, with the shared layout's cache sizes.
+    assert manifest.variants["fp32"].cache_layout == "shared"
+    for values, specs in ((model.graph.input, contract.graph_inputs(manifest.model, cache_layout="shared")),
+                          (model.graph.output, contract.graph_outputs(manifest.model, cache_layout="shared"))):
+        assert [v.name for v in values] == [s.name for s in specs]
+        assert [tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim) for v in values] == \
+            [s.shape for s in specs]
 
 
 def test_tied_matrix_stored_once_and_file_not_bigger(optimized, tiny_bundle):
@@ -119,14 +125,14 @@ def test_tampered_graph_is_refused(tiny_bundle, tmp_path, capsys):
 
 
 def test_failed_parity_leaves_the_bundle_unchanged(tiny_bundle, tmp_path, capsys, monkeypatch):
-    """Sabotage the fused graph (attention without its mask): the real parity check must refuse it."""
+    """Sabotage the fused graph (attention without its padding mask): the real parity check must refuse it."""
     real_fuse = optimize.fuse
 
     def fuse_without_mask(model, shape):
         fused, fusions = real_fuse(model, shape)
         for node in fused.graph.node:
-            if node.op_type == "MultiHeadAttention":
-                node.input[5] = ""  # attention_bias: causal and padding mask
+            if node.op_type == "GroupQueryAttention":
+                node.input[10] = ""  # attention_bias: the padding mask
         return fused, fusions
 
     monkeypatch.setattr(optimize, "fuse", fuse_without_mask)

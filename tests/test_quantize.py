@@ -67,7 +67,7 @@ def test_fp16_graph_runs_with_a_float16_cache(quantized_bundle):
     """No GPU here: onnxruntime's CPU provider still runs the graph, which proves its IO contract."""
     manifest = contract.read_bundle(quantized_bundle)
     v = manifest.variants["fp16"]
-    decoder = Decoder(quantized_bundle / v.file, manifest, cache_dtype=v.cache_dtype)
+    decoder = Decoder(quantized_bundle / v.file, manifest)
     ids = np.array([[5, 6, 7]], dtype=np.int64)
     logits, cache = decoder.run(ids, np.ones((1, 3), np.int64), np.arange(3)[None], decoder.empty_cache(1))
     logits, cache = decoder.run(ids[:, :1], np.ones((1, 4), np.int64), np.array([[3]]), cache)
@@ -163,7 +163,7 @@ def test_a_failed_conversion_leaves_the_bundle_untouched(bundle, monkeypatch):
     """Fault injection: the converted graph fails its check after being written under a temporary
     name; nothing of it may remain, and the manifest is the one from before."""
 
-    def broken(path, manifest, cache_dtype):
+    def broken(path, manifest):
         raise RuntimeError("simulated broken graph")
 
     before = snapshot(bundle)
@@ -195,8 +195,9 @@ def test_quantize_help_documents_the_targets(capsys):
 
 
 def test_quantize_after_optimize(bundle):
-    """The optimizer's fused graph (SkipLayerNormalization, BiasGelu, MultiHeadAttention) is the one
-    users quantize: every precision must take it, keep the tied matrix once and agree with it."""
+    """The optimizer's fused graph (SkipLayerNormalization, BiasGelu, GroupQueryAttention over the
+    shared cache) is the one users quantize: every precision must take it, keep the shared cache
+    and the tied matrix once, and agree with it."""
     assert main(["optimize", str(bundle), "--quiet"]) == 0
     for argv in (["--target", "cpu"], ["--to", "fp16"], ["--to", "int8-static"]):
         assert main(["quantize", str(bundle), *argv, "--quiet"]) == 0
@@ -207,10 +208,11 @@ def test_quantize_after_optimize(bundle):
     logits = {}
     for name, v in manifest.variants.items():
         model = onnx.load(str(bundle / v.file))
-        assert any(n.domain == "com.microsoft" and n.op_type == "MultiHeadAttention" for n in model.graph.node), name
+        assert any(n.domain == "com.microsoft" and n.op_type == "GroupQueryAttention" for n in model.graph.node), name
+        assert v.cache_layout == "shared", name
         tables = [t.name for t in model.graph.initializer if V in t.dims and int(np.prod(t.dims)) >= V * C // 2]
         assert len(tables) == 1, f"{name}: {tables}"
-        decoder = Decoder(bundle / v.file, manifest, cache_dtype=v.cache_dtype)
+        decoder = Decoder(bundle / v.file, manifest)
         logits[name], _ = decoder.run(ids, np.ones((1, T), np.int64), np.arange(T)[None], decoder.empty_cache(1))
     for name, out in logits.items():
         assert (out.argmax(-1) == logits["fp32"].argmax(-1)).mean() >= 0.9, name
