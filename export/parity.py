@@ -64,7 +64,7 @@ def check_cache(decoder: Decoder, tokens: np.ndarray) -> dict[str, Any]:
     cache, steps = decoder.empty_cache(1), []
     for t in range(n):  # past t, sequence 1
         step, cache = decoder.run(ids[:, t : t + 1], *_feed(ids[:, t : t + 1], t), cache)
-        steps.append(step)
+        steps.append(step.copy())  # a decode step's logits may be a buffer the next step reuses
     return {"tokens": n, "max_abs_diff": float(np.abs(np.concatenate(steps, axis=1) - full).max())}
 
 
@@ -87,7 +87,7 @@ def check_batch(decoder: Decoder, tokens: np.ndarray, pad_id: int) -> dict[str, 
             mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
             positions = positions[:, -1:] + 1
             logits, cache = decoder.run(continuations[:, s : s + 1], mask, positions, cache)
-            out.append(logits)
+            out.append(logits.copy())  # a decode step's logits may be a buffer the next step reuses
         return out
 
     prompts = [r[:L] for r, L in zip(rows, lengths)]

@@ -8,11 +8,17 @@ caller binds the same memory as past and present (``past_present_share_buffer``)
 allocated once, (B, nh, C, hs), and a step writes only its own column.
 
 The rewrite keeps the graph's inputs (``input_ids``, ``attention_mask``, ``position_ids``, the
-past) and their meaning, so every caller feeds both layouts alike (left padding included):
+past) and their meaning, so every caller feeds both layouts alike (left padding included), with
+one freedom more: the mask may be wider than the P + T slots in use, zeros after them. The
+runtime uses it to bind one (B, C) mask buffer once and set one slot per step, instead of
+handing onnxruntime a new, wider mask every token (which costs more than everything else the
+Python loop does per token at the gpt2 size: creating an input tensor touches memory that the
+step's 500 MB of weights just pushed out of the CPU caches).
 
-- ``seqlens_k`` = width of attention_mask - 1 for every row (the slots in use, padding included:
-  with left padding all rows fill the same slots), ``total_sequence_length`` = that width;
-- the padding goes in as GroupQueryAttention's ``attention_bias``, (B, 1, T, width): 0 for a real
+- the slots in use are the last slot marked 1, plus one (the current token is always real):
+  ``seqlens_k`` = that - 1 per row (with left padding every row fills the same slots, padding
+  included), ``total_sequence_length`` = the largest;
+- the padding goes in as GroupQueryAttention's ``attention_bias``, (B, 1, T, slots): 0 for a real
   token, ``MASKED`` for padding; the causal part is the op's own (``causal=1``) on slot indexes,
   as in the exported graph. ``MASKED`` is finite, and small enough for fp16: a padding query whose
   keys are all masked then averages them instead of producing NaN;
@@ -33,33 +39,43 @@ MASKED = -10000.0  # attention bias on padding keys (fp16 holds it; exp(-1e4) is
 _PREFIX = "shared_cache"
 
 
-def _mask_nodes(dtype: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], tuple[str, str, str]]:
-    """Nodes computing (seqlens_k, total_sequence_length, attention_bias, query_seqlens) from
-    attention_mask and input_ids."""
+def _mask_nodes(dtype: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], tuple[str, str, str, str]]:
+    """Nodes computing GroupQueryAttention's (seqlens_k, total_sequence_length, attention_bias,
+    query_seqlens) from attention_mask and input_ids."""
     p = _PREFIX
     mask = contract.ATTENTION_MASK
     consts = [
         helper.make_tensor(f"{p}_one", TensorProto.INT64, [], [1]),
         helper.make_tensor(f"{p}_one_1d", TensorProto.INT64, [1], [1]),
+        helper.make_tensor(f"{p}_zero_1d", TensorProto.INT64, [1], [0]),
         helper.make_tensor(f"{p}_zero_bias", dtype, [], [0.0]),
         helper.make_tensor(f"{p}_masked_bias", dtype, [], [MASKED]),
         helper.make_tensor(f"{p}_bias_axes", TensorProto.INT64, [2], [1, 2]),
     ]
     nodes = [
-        helper.make_node("Shape", [mask], [f"{p}_width_1d"], start=1, end=2),  # (1,) total slots
-        helper.make_node("Sub", [f"{p}_width_1d", f"{p}_one"], [f"{p}_last_1d"]),
-        helper.make_node("Cast", [f"{p}_last_1d"], [f"{p}_last_1d_i32"], to=TensorProto.INT32),
-        helper.make_node("Shape", [mask], [f"{p}_batch_1d"], start=0, end=1),  # (1,) = (B,)
-        helper.make_node("Expand", [f"{p}_last_1d_i32", f"{p}_batch_1d"], [f"{p}_seqlens_k"]),  # (B,)
-        helper.make_node("Cast", [f"{p}_width_1d"], [f"{p}_width_1d_i32"], to=TensorProto.INT32),
-        helper.make_node("Squeeze", [f"{p}_width_1d_i32"], [f"{p}_total"]),  # scalar
-        helper.make_node("Cast", [mask], [f"{p}_keep"], to=TensorProto.BOOL),  # (B, width)
+        # Slots in use: the last slot marked 1, plus one (the current token is always real).
+        helper.make_node("Shape", [mask], [f"{p}_width_1d"], start=1, end=2),  # (1,) = (W,)
+        helper.make_node("Squeeze", [f"{p}_width_1d"], [f"{p}_width"]),
+        helper.make_node("Add", [f"{p}_width", f"{p}_one"], [f"{p}_width_plus_one"]),
+        helper.make_node("Range", [f"{p}_one", f"{p}_width_plus_one", f"{p}_one"], [f"{p}_slot_numbers"]),  # 1..W
+        helper.make_node("Mul", [mask, f"{p}_slot_numbers"], [f"{p}_numbered"]),  # (B, W)
+        helper.make_node("ReduceMax", [f"{p}_numbered", f"{p}_one_1d"], [f"{p}_used"], keepdims=0),  # (B,)
+        helper.make_node("ReduceMax", [f"{p}_used"], [f"{p}_total_1d"], keepdims=1),  # (1,)
+        helper.make_node("Sub", [f"{p}_used", f"{p}_one"], [f"{p}_last"]),
+        helper.make_node("Cast", [f"{p}_last"], [f"{p}_seqlens_k"], to=TensorProto.INT32),  # (B,)
+        helper.make_node("Squeeze", [f"{p}_total_1d"], [f"{p}_total_i64"]),
+        helper.make_node("Cast", [f"{p}_total_i64"], [f"{p}_total"], to=TensorProto.INT32),  # scalar
+        # Padding bias over the slots in use, (B, 1, T, total).
+        helper.make_node("Slice", [mask, f"{p}_zero_1d", f"{p}_total_1d", f"{p}_one_1d"], [f"{p}_mask_used"]),
+        helper.make_node("Cast", [f"{p}_mask_used"], [f"{p}_keep"], to=TensorProto.BOOL),
         helper.make_node("Where", [f"{p}_keep", f"{p}_zero_bias", f"{p}_masked_bias"], [f"{p}_bias_2d"]),
-        helper.make_node("Unsqueeze", [f"{p}_bias_2d", f"{p}_bias_axes"], [f"{p}_bias_row"]),  # (B, 1, 1, width)
+        helper.make_node("Unsqueeze", [f"{p}_bias_2d", f"{p}_bias_axes"], [f"{p}_bias_row"]),  # (B, 1, 1, total)
+        helper.make_node("Shape", [mask], [f"{p}_batch_1d"], start=0, end=1),  # (1,) = (B,)
         helper.make_node("Shape", [contract.INPUT_IDS], [f"{p}_query_1d"], start=1, end=2),  # (1,) = (T,)
-        helper.make_node("Concat", [f"{p}_batch_1d", f"{p}_one_1d", f"{p}_query_1d", f"{p}_width_1d"],
+        helper.make_node("Concat", [f"{p}_batch_1d", f"{p}_one_1d", f"{p}_query_1d", f"{p}_total_1d"],
                          [f"{p}_bias_shape"], axis=0),
-        helper.make_node("Expand", [f"{p}_bias_row", f"{p}_bias_shape"], [f"{p}_bias"]),  # (B, 1, T, width)
+        helper.make_node("Expand", [f"{p}_bias_row", f"{p}_bias_shape"], [f"{p}_bias"]),
+        # Every row's T tokens are new (no right padding inside a chunk).
         helper.make_node("Cast", [f"{p}_query_1d"], [f"{p}_query_1d_i32"], to=TensorProto.INT32),
         helper.make_node("Expand", [f"{p}_query_1d_i32", f"{p}_batch_1d"], [f"{p}_query_seqlens"]),  # (B,)
     ]
