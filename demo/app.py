@@ -113,16 +113,16 @@ def build_page(pool: ModelPool) -> gr.Blocks:
             try:
                 text = check_prompt(text)
                 settings = settings_from_page(*values)
-                served = pool.get(variant_name, provider_name)
-                yield "", "generating…", views.candidate_bars(pool.next_words(served, text)), ""
+                model = pool.get(variant_name, provider_name)
+                yield "", "generating…", views.candidate_bars(pool.next_words(model, text)), ""
                 shown = ""
-                for piece in pool.stream(served, text, settings):
+                for piece in pool.stream(model, text, settings):
                     if isinstance(piece, str):
                         shown += piece
                         yield shown, gr.skip(), gr.skip(), gr.skip()
                     else:
                         result = piece
-                probabilities = pool.answer_probabilities(served, text, result)
+                probabilities = pool.answer_probabilities(model, text, result)
                 yield (result.text, views.stats_line(result, variant_name, provider_name), gr.skip(),
                        views.answer_html(text, probabilities))
             except UserError as e:
@@ -131,8 +131,8 @@ def build_page(pool: ModelPool) -> gr.Blocks:
 
         def run_next_word(text: str, variant_name: str, provider_name: str) -> Any:
             try:
-                served = pool.get(variant_name, provider_name)
-                return views.candidate_bars(pool.next_words(served, check_prompt(text)))
+                model = pool.get(variant_name, provider_name)
+                return views.candidate_bars(pool.next_words(model, check_prompt(text)))
             except UserError as e:
                 gr.Warning(str(e))
                 return gr.skip()

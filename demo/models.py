@@ -1,19 +1,19 @@
 """The models behind the page: one runtime ``Model`` per (variant, provider), loaded on first use.
 
 Switching the variant or provider in the page must not restart anything, and switching back must
-be instant: the pool keeps every model it has loaded (the runtime itself keeps one onnxruntime
-session per variant file and provider, so two pools never load the same weights twice).
+be instant: the pool keeps every model it has loaded (the runtime itself shares one onnxruntime
+session per variant file and provider among the models using it, so two pools never load the
+same weights twice).
 No gradio here: the page (``app.py``) calls these and only formats what they return.
 """
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ContextManager, Iterator
+from typing import Iterator
 
 import gptedge.runtime
 from gptedge.errors import UserError
@@ -27,20 +27,6 @@ from gptedge.runtime.text import StreamDecoder, token_bytes
 MAX_PROMPT_CHARS = 2000
 MAX_NEW_TOKENS = 512
 TOP_CANDIDATES = 10
-
-
-@dataclass
-class Served:
-    """A loaded model and what guards it. A decoder that uses IO binding holds one binding object
-    per session, which two threads must not fill at once; plain ``session.run`` is thread-safe."""
-
-    model: gptedge.runtime.Model
-    lock: ContextManager
-
-    @contextlib.contextmanager
-    def use(self) -> Iterator[gptedge.runtime.Model]:
-        with self.lock:
-            yield self.model
 
 
 @dataclass
@@ -68,7 +54,9 @@ class ModelPool:
         self.threads = threads
         self.default_variant, provider = providers.choose(self.manifest, "auto", "auto")
         self.default_provider = provider.name
-        self._served: dict[tuple[str, str], Served] = {}
+        # Loaded models, shared by all visitors: the runtime runs concurrent generations on one model
+        # (each has its own cache and IO binding; onnxruntime sessions are thread-safe).
+        self._served: dict[tuple[str, str], gptedge.runtime.Model] = {}
         self._loading = threading.Lock()
         self._table: list[bytes] | None = None
 
@@ -80,13 +68,12 @@ class ModelPool:
     def providers(self) -> list[str]:
         return providers.available()
 
-    def get(self, variant: str, provider: str) -> Served:
+    def get(self, variant: str, provider: str) -> gptedge.runtime.Model:
         key = (variant, provider)
         with self._loading:
             if key not in self._served:
                 model = gptedge.runtime.load(self.bundle_dir, variant=variant, provider=provider, threads=self.threads)
-                lock = threading.Lock() if model.decoder.io_binding else contextlib.nullcontext()
-                self._served[key] = Served(model, lock)
+                self._served[key] = model
                 if self._table is None:
                     self._table = token_bytes(model.tokenizer, self.manifest.model.vocab_size)
             return self._served[key]
@@ -95,11 +82,12 @@ class ModelPool:
         """The prompt's tokens as generation sees them (an empty text starts a new document)."""
         return model.encode(prompt) or [self.manifest.eos_token_id]
 
-    def next_words(self, served: Served, prompt: str, k: int = TOP_CANDIDATES) -> list[Candidate]:
-        with served.use() as model:
-            return next_token_candidates(model.decoder, model.tokenizer, self.prompt_ids(model, prompt), k)
+    def next_words(self, model: gptedge.runtime.Model, prompt: str, k: int = TOP_CANDIDATES) -> list[Candidate]:
+        return next_token_candidates(model.decoder, model.tokenizer, self.prompt_ids(model, prompt), k)
 
-    def stream(self, served: Served, prompt: str, settings: GenerationSettings) -> Iterator[str | GenerationResult]:
+    def stream(
+        self, model: gptedge.runtime.Model, prompt: str, settings: GenerationSettings
+    ) -> Iterator[str | GenerationResult]:
         """Yield the text generated since the caller last asked (as soon as there is some), then
         the result with its figures.
 
@@ -113,13 +101,12 @@ class ModelPool:
 
         def generate() -> None:
             try:
-                with served.use() as model:
-                    text = model.stream(prompt, settings)
-                    for piece in text:
-                        if cancelled.is_set():
-                            return
-                        pieces.put(piece)
-                    pieces.put(text.result)
+                text = model.stream(prompt, settings)
+                for piece in text:
+                    if cancelled.is_set():
+                        return
+                    pieces.put(piece)
+                pieces.put(text.result)
             except BaseException as e:  # handed to the reader, raised there
                 pieces.put(e)
 
@@ -145,14 +132,15 @@ class ModelPool:
         finally:
             cancelled.set()
 
-    def answer_probabilities(self, served: Served, prompt: str, result: GenerationResult) -> list[TokenProbability]:
+    def answer_probabilities(
+        self, model: gptedge.runtime.Model, prompt: str, result: GenerationResult
+    ) -> list[TokenProbability]:
         """Each generated token with the probability the model gave it, in one teacher-forced pass
         over the prompt (as generation kept it) and the answer."""
         if not result.token_ids:
             return []
-        with served.use() as model:
-            prompt_ids = self.prompt_ids(model, prompt)[-result.prompt_tokens :]
-            probs = token_probabilities(model.decoder, prompt_ids + result.token_ids, start=len(prompt_ids))
+        prompt_ids = self.prompt_ids(model, prompt)[-result.prompt_tokens :]
+        probs = token_probabilities(model.decoder, prompt_ids + result.token_ids, start=len(prompt_ids))
         assert self._table is not None
         text = StreamDecoder(self._table)
         pieces = [text.push(t) for t in result.token_ids]

@@ -77,6 +77,8 @@ class ModelShape:
 # - "shared": one preallocated (B, nh, C, hs) buffer per key and value, C the context length,
 #   bound by the caller as both past and present; the graph writes the step's T slots after the
 #   P in use (GroupQueryAttention, written by gptedge optimize): no copy of the cache per step.
+#   Its attention_mask may also be wider than P + T, with zeros after the slots in use (so a
+#   caller can keep one (B, C) mask and mark one more slot per step).
 CACHE_LAYOUTS = ("concat", "shared")
 
 

@@ -4,8 +4,9 @@ process, for the gradio_client tests and the browser test.
 The server process runs as on a device: importing torch, onnx or onnxscript raises there. It also
 writes down every host it looks up or connects to (offline, a telemetry call fails at the name
 lookup, before any connect, so both are watched), and on SIGUSR1 which heavy modules it loaded.
-Its bundle is the shared test bundle with an int8 variant added by the real quantizer, so
-switching variants switches between two real onnxruntime sessions.
+Its bundle is the shared test bundle as ``gptedge build`` leaves it: optimized (the shared cache)
+with an int8 variant added by the real quantizer, so switching variants switches between two real
+onnxruntime sessions.
 """
 
 from __future__ import annotations
@@ -133,11 +134,11 @@ def stop_server(server: DemoServer) -> int:
 
 
 @pytest.fixture(scope="session")
-def demo_bundle(tmp_path_factory, tiny_bundle) -> Path:
+def demo_bundle(tmp_path_factory, optimized_bundle) -> Path:
     from gptedge.export.quantize import quantize_bundle
 
     bundle = tmp_path_factory.mktemp("demo") / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
+    shutil.copytree(optimized_bundle, bundle)
     quantize_bundle(bundle, ["int8"], quiet=True)
     return bundle
 

@@ -20,3 +20,17 @@ def tiny_bundle(tmp_path_factory, export_checkpoint) -> Path:
     out = tmp_path_factory.mktemp("export") / "bundle"
     assert main(["export", str(export_checkpoint), str(out), "--quiet"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def optimized_bundle(tmp_path_factory, tiny_bundle) -> Path:
+    """A copy of ``tiny_bundle`` after the real ``gptedge optimize``: its fp32 variant is the fused
+    graph with the shared (preallocated) cache, the layout users of ``gptedge build`` get."""
+    import shutil
+
+    from gptedge.cli import main
+
+    out = tmp_path_factory.mktemp("optimized") / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    assert main(["optimize", str(out), "--quiet"]) == 0
+    return out

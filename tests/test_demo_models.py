@@ -25,14 +25,14 @@ def generator_threads() -> list[threading.Thread]:
 def test_variants_are_loaded_once_and_kept(pool):
     assert pool.variants[:2] == ["int8", "fp32"] and pool.default_variant == "int8"
     assert pool.get("fp32", "cpu") is pool.get("fp32", "cpu")
-    assert pool.get("int8", "cpu").model.variant == "int8"
+    assert pool.get("int8", "cpu").variant == "int8"
 
 
 def test_a_slow_reader_gets_the_text_in_fewer_pieces_without_slowing_the_model(pool):
-    served = pool.get("fp32", "cpu")
-    want = served.model.generate(PROMPT, GREEDY)
+    model = pool.get("fp32", "cpu")
+    want = model.generate(PROMPT, GREEDY)
     pieces = []
-    for item in pool.stream(served, PROMPT, GREEDY):
+    for item in pool.stream(model, PROMPT, GREEDY):
         if isinstance(item, GenerationResult):
             result = item
             break
@@ -44,8 +44,8 @@ def test_a_slow_reader_gets_the_text_in_fewer_pieces_without_slowing_the_model(p
 
 
 def test_closing_the_stream_leaves_no_generation_running(pool):
-    served = pool.get("fp32", "cpu")
-    stream = pool.stream(served, PROMPT, GenerationSettings(max_new_tokens=512, temperature=0.0))
+    model = pool.get("fp32", "cpu")
+    stream = pool.stream(model, PROMPT, GenerationSettings(max_new_tokens=512, temperature=0.0))
     assert isinstance(next(stream), str)
     stream.close()  # what the page's Stop button does
     deadline = time.monotonic() + 10
@@ -57,11 +57,11 @@ def test_closing_the_stream_leaves_no_generation_running(pool):
 def test_each_answer_token_gets_its_probability(pool):
     # fp32: int8's dynamic activation scales depend on the input length, which would blur the
     # comparison of a prompt-only pass with a prompt-plus-answer pass below.
-    served = pool.get("fp32", "cpu")
-    result = [x for x in pool.stream(served, PROMPT, GREEDY.replace(max_new_tokens=20))][-1]
-    tokens = pool.answer_probabilities(served, PROMPT, result)
+    model = pool.get("fp32", "cpu")
+    result = [x for x in pool.stream(model, PROMPT, GREEDY.replace(max_new_tokens=20))][-1]
+    tokens = pool.answer_probabilities(model, PROMPT, result)
     assert "".join(t.text for t in tokens) == result.text
     assert len(tokens) == len(result.token_ids) and all(0 < t.probability <= 1 for t in tokens)
     # Greedy picks the most likely token, so its probability is the top candidate's.
-    first = pool.next_words(served, PROMPT)[0]
+    first = pool.next_words(model, PROMPT)[0]
     assert first.token_id == result.token_ids[0] and first.probability == pytest.approx(tokens[0].probability, rel=1e-4)

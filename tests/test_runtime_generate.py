@@ -1,11 +1,18 @@
-"""Generation on the exported test bundle (real onnxruntime session) against PyTorch and itself."""
+"""Generation on the test bundles (real onnxruntime sessions) against PyTorch and itself.
 
+The tests that take ``bundle`` run twice: on the exported graph (cache layout "concat") and on the
+optimized one (GroupQueryAttention over the preallocated "shared" cache), what ``gptedge build``
+ships."""
+
+import concurrent.futures
+import gc
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import numpy as np
 import pytest
@@ -21,9 +28,16 @@ from gptedge.train.checkpoint import load_checkpoint
 GREEDY = dict(temperature=0.0, ignore_eos=True)
 
 
+@pytest.fixture(scope="module", params=["concat", "shared"])
+def bundle(request, tiny_bundle, optimized_bundle):
+    path = tiny_bundle if request.param == "concat" else optimized_bundle
+    assert contract.read_manifest(path).variants["fp32"].cache_layout == request.param
+    return path
+
+
 @pytest.fixture(scope="module")
-def model(tiny_bundle):
-    return gptedge.runtime.load(tiny_bundle, provider="cpu", threads=1)
+def model(bundle):
+    return gptedge.runtime.load(bundle, provider="cpu", threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -105,17 +119,17 @@ def test_stop_string_is_trimmed_in_generate_and_stream(model):
     assert "".join(pieces) == expected and stream.result.text == expected
 
 
-def test_end_of_text_token_ends_generation(model, tiny_bundle, tmp_path):
+def test_end_of_text_token_ends_generation(model, bundle, tmp_path):
     """A copy of the bundle whose manifest names as end-of-text a token the model will produce."""
     full = model.generate("Once upon", max_new_tokens=20, **GREEDY)
     eos = full.token_ids[6]
     first = full.token_ids.index(eos)
-    bundle = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
-    manifest = contract.read_manifest(bundle)
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = contract.read_manifest(copy)
     manifest.eos_token_id = eos
-    contract.write_manifest(bundle, manifest)
-    other = gptedge.runtime.load(bundle, provider="cpu", threads=1)
+    contract.write_manifest(copy, manifest)
+    other = gptedge.runtime.load(copy, provider="cpu", threads=1)
     result = other.generate("Once upon", max_new_tokens=20, temperature=0.0)
     assert result.stop_reason == "eos" and result.token_ids == full.token_ids[: first + 1]
     assert result.text == model.decode(full.token_ids[:first])
@@ -139,11 +153,24 @@ def test_same_seed_repeats_and_another_differs(model):
     assert [r.token_ids for r in a] != [r.token_ids for r in c]
 
 
+def test_threads_share_a_model(model):
+    """Each generation has its own cache (and, for the shared layout, its own IO binding), so
+    threads may generate on one model at once, as the demo's visitors do."""
+    prompts = [f"Prompt number {i} is" for i in range(4)]
+    alone = [model.generate(p, max_new_tokens=model.context_length + 3, **GREEDY).token_ids for p in prompts]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: model.generate(p, max_new_tokens=model.context_length + 3,
+                                                          **GREEDY).token_ids, prompts))
+    assert together == alone
+
+
 def test_io_binding_path_gives_the_same_tokens(model, tiny_bundle):
-    """The path GPU providers take (cache kept as OrtValues between steps), run here on CPU."""
-    decoder = Decoder(contract.verify_variant(tiny_bundle, model.manifest, model.variant), model.manifest,
+    """The path GPU providers take with the exported graph (cache kept as OrtValues between steps),
+    run here on CPU; against each layout's plain path."""
+    manifest = contract.read_manifest(tiny_bundle)
+    decoder = Decoder(contract.verify_variant(tiny_bundle, manifest, "fp32"), manifest,
                       options=providers.session_options(1), io_binding=True)
-    bound = Model(decoder, model.tokenizer, model.manifest, model.variant, "cpu")
+    bound = Model(decoder, model.tokenizer, manifest, "fp32", "cpu")
     prompts = ["Hello", "The quick brown fox"]
     n = model.context_length + 5
     assert [r.token_ids for r in bound.generate(prompts, max_new_tokens=n, **GREEDY)] == [
@@ -151,11 +178,15 @@ def test_io_binding_path_gives_the_same_tokens(model, tiny_bundle):
     ]
 
 
-def test_sessions_are_reused_and_choices_are_reported(model, tiny_bundle):
-    again = gptedge.runtime.load(tiny_bundle, provider="cpu", threads=1)
+def test_sessions_are_reused_while_used_and_choices_are_reported(model, bundle):
+    again = gptedge.runtime.load(bundle, provider="cpu", threads=1)
     assert again.decoder is model.decoder
     assert model.provider == "cpu" and model.variant in model.manifest.variants
     assert "on cpu" in model.describe()
+    # A session lives as long as a model uses it: a long process does not keep every variant it opened.
+    other = weakref.ref(gptedge.runtime.load(bundle, provider="cpu", threads=2).decoder)
+    gc.collect()
+    assert other() is None
 
 
 def test_unknown_and_unavailable_providers_are_one_line_errors(tiny_bundle):
@@ -208,17 +239,17 @@ BLOCK_TORCH = textwrap.dedent("""
 """)
 
 
-def test_runtime_runs_where_importing_torch_fails(tiny_bundle):
+def test_runtime_runs_where_importing_torch_fails(bundle):
     script = BLOCK_TORCH + textwrap.dedent(f"""
         import json
         import gptedge.runtime
-        model = gptedge.runtime.load({str(tiny_bundle)!r}, threads=1)
+        model = gptedge.runtime.load({str(bundle)!r}, threads=1)
         r = model.generate("Hello", max_new_tokens=6, temperature=0.0, ignore_eos=True)
         pieces = list(model.stream("Hello", max_new_tokens=6, temperature=0.0, ignore_eos=True))
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx")
                        or m.startswith(("gptedge.train", "gptedge.export")))
         from gptedge.cli import main
-        code = main(["generate", {str(tiny_bundle)!r}, "Hi", "--max-new-tokens", "3", "--threads", "1"])
+        code = main(["generate", {str(bundle)!r}, "Hi", "--max-new-tokens", "3", "--threads", "1"])
         print(json.dumps({{"ids": r.token_ids, "stream": "".join(pieces) == r.text, "heavy": heavy, "code": code}}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
