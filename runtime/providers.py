@@ -73,12 +73,17 @@ def suits(variant: contract.Variant, provider: Provider) -> bool:
 
     fp16 never runs on CPU (onnxruntime emulates it there, slower than fp32). Providers that take
     every float node run fp32 and fp16 variants; otherwise the variant must list the provider
-    (quantized contrib ops and NPU-shaped graphs run only where the exporter says they do).
+    (quantized contrib ops and NPU-shaped graphs run only where the exporter says they do). The
+    optimized fp32 graph is an exception: its GroupQueryAttention has no fp32 kernel on GPU
+    providers (CUDA's takes fp16 and bf16), so onnxruntime would run it on the CPU and copy the
+    cache to and from the device every step; its fp16 conversion is the GPU variant.
     """
     if variant.precision == "fp16" and provider.name == "cpu":
         return False
     if provider.name in variant.providers:
         return True
+    if variant.precision == "fp32" and variant.cache_layout == "shared":
+        return False
     return provider.runs_any_float_graph and variant.precision in GPU_PRECISIONS
 
 

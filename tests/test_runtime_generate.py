@@ -213,6 +213,9 @@ def test_fp16_never_runs_on_cpu_and_auto_prefers_listed_order():
     assert providers.choose(manifest, "auto", "cpu") == ("int8", cpu)
     with pytest.raises(UserError, match="does not run on cpu"):
         providers.choose(manifest, "fp16", "cpu")
+    # The optimized fp32 graph (GroupQueryAttention, no fp32 kernel on GPUs) runs where it says.
+    shared = contract.Variant("model.opt.onnx", "fp32", 1, "x", cache_layout="shared", providers=["cpu"])
+    assert providers.suits(shared, cpu) and not providers.suits(shared, cuda)
 
 
 def test_cli_generate_streams_and_reports(tiny_bundle, capsys):
