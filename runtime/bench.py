@@ -6,8 +6,6 @@ the variant and measures, batch 1, greedy, random token ids (speed does not depe
     ttft_ms                  time to first token for a --prompt-tokens prompt
     decode_tokens_per_s      decode speed of the --new-tokens that follow
     overhead_ms_per_token    of each decode step, the wall time outside onnxruntime (the Python loop)
-    python_cpu_ms_per_token  the same as CPU time of the generating thread: what the loop costs
-                             by itself, which a busy machine cannot inflate by preempting it
     past                     decode speed with a cache already 64 and ~90 % of the context long
     peak_rss_mb              the worker's peak resident memory (imports, session, generation)
     size_mb                  the variant's file size on disk
@@ -100,19 +98,14 @@ def measure(
     rng = np.random.default_rng(0)
     greedy = dict(temperature=0.0, ignore_eos=True, stop=())
 
-    def run(n_prompt: int, n_new: int) -> tuple[Any, float]:
-        """The result, and the CPU time this thread spent outside onnxruntime per new token."""
-        prompt = rng.integers(0, V, n_prompt).tolist()
-        cpu, onnx_cpu = time.thread_time(), model.decoder.run_cpu_seconds
-        result = model.generate(prompt, max_new_tokens=n_new, **greedy)
-        outside = time.thread_time() - cpu - (model.decoder.run_cpu_seconds - onnx_cpu)
-        return result, outside / n_new
+    def run(n_prompt: int, n_new: int) -> Any:
+        return model.generate(rng.integers(0, V, n_prompt).tolist(), max_new_tokens=n_new, **greedy)
 
     run(prompt_tokens, 8)  # warm-up: thread pool, allocator arena, kernel choice
-    runs, python_cpu = zip(*(run(prompt_tokens, new_tokens) for _ in range(repeat)))
+    runs = [run(prompt_tokens, new_tokens) for _ in range(repeat)]
     past = []
     for p in pasts(C):
-        speeds = [run(p, PAST_STEPS + 1)[0].tokens_per_s for _ in range(repeat)]
+        speeds = [run(p, PAST_STEPS + 1).tokens_per_s for _ in range(repeat)]
         past.append({"past": p, "decode_tokens_per_s": _spread(speeds)})
     entry = model.manifest.variants[model.variant]
     figures: dict[str, Any] = {
@@ -128,7 +121,6 @@ def measure(
         "decode_tokens_per_s": _spread([r.tokens_per_s for r in runs]),
         "onnx_ms_per_token": _spread([1000 * r.onnx_decode_s / (new_tokens - 1) for r in runs]),
         "overhead_ms_per_token": _spread([1000 * r.overhead_s_per_token for r in runs]),
-        "python_cpu_ms_per_token": _spread([1000 * c for c in python_cpu]),
         "past": past,
         "size_mb": (entry.size_bytes + entry.data_size_bytes) / 1e6,
     }
@@ -209,7 +201,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def format_table(report: dict[str, Any]) -> str:
     short, long = (p["past"] for p in report["results"][0]["past"])
-    rows = [("engine", "ttft ms", "tok/s", f"tok/s @{short}", f"tok/s @{long}", "long/short time", "py ms/tok", "py cpu ms/tok", "peak MB", "size MB")]
+    rows = [("engine", "ttft ms", "tok/s", f"tok/s @{short}", f"tok/s @{long}", "long/short time", "py ms/tok", "peak MB", "size MB")]
     entries = [(f"{r['variant']} ({r['precision']}) {r['provider']}", r) for r in report["results"]]
     if report["pytorch"]:
         entries.append(("pytorch eager", report["pytorch"]))
@@ -223,7 +215,6 @@ def format_table(report: dict[str, Any]) -> str:
             f"{long_speed:.1f}",
             f"{short_speed / long_speed:.2f}x",
             f"{_median(r['overhead_ms_per_token']):.3f}" if "overhead_ms_per_token" in r else "-",
-            f"{_median(r['python_cpu_ms_per_token']):.3f}" if "python_cpu_ms_per_token" in r else "-",
             f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "-",
             f"{r['size_mb']:.1f}" if "size_mb" in r else "-",
         ))

@@ -85,9 +85,12 @@ class SharedCache:
     def set_mask(self, attention_mask: np.ndarray) -> None:
         """Copy the caller's (B, P + T) mask into the bound (B, C) one; slots after it stay 0."""
         w = attention_mask.shape[1]
-        self.mask[:, :w] = attention_mask
-        if w < self.width:  # not a continuation: clear what an earlier, longer call marked
-            self.mask[:, w : self.width] = 0
+        if w == self.width + 1:  # the next decode step: one new slot (the rest is already there)
+            self.mask[:, w - 1] = attention_mask[:, -1]
+        else:
+            self.mask[:, :w] = attention_mask
+            if w < self.width:  # not a continuation: clear what an earlier, longer call marked
+                self.mask[:, w : self.width] = 0
         self.width = w
 
 
@@ -118,10 +121,7 @@ class Decoder:
         self.cache_layout = "shared" if past.shape[2] == contract.CACHE_CAPACITY else "concat"
         self.device = device
         self.io_binding = io_binding or device != "cpu"
-        # Time spent inside onnxruntime, for overhead figures: wall clock, and CPU time of the
-        # calling thread (which other processes on a busy machine cannot inflate).
-        self.run_seconds = 0.0
-        self.run_cpu_seconds = 0.0
+        self.run_seconds = 0.0  # wall time spent inside onnxruntime, for overhead figures
 
     def empty_cache(self, batch: int) -> Cache:
         """The first step's cache: a zero-length past, (B, nh, 0, hs) per key and value, or for the
@@ -160,17 +160,15 @@ class Decoder:
             contract.POSITION_IDS: position_ids,
             **dict(zip(self.past_names, cache)),
         }
-        start, cpu = time.perf_counter(), time.thread_time()
+        start = time.perf_counter()
         logits, *present = self.session.run(self.output_names, feed)
         self.run_seconds += time.perf_counter() - start
-        self.run_cpu_seconds += time.thread_time() - cpu
         return logits, present
 
     def _timed_run(self, binding: ort.IOBinding) -> None:
-        start, cpu = time.perf_counter(), time.thread_time()
+        start = time.perf_counter()
         self.session.run_with_iobinding(binding)
         self.run_seconds += time.perf_counter() - start
-        self.run_cpu_seconds += time.thread_time() - cpu
 
     def _run_shared(self, input_ids, attention_mask, position_ids, cache: SharedCache):
         if attention_mask.shape[1] > self.shape.context_length:

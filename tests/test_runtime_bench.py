@@ -19,7 +19,6 @@ def test_bench_writes_figures_and_chart_with_a_pytorch_baseline(tiny_bundle, exp
         assert r["provider"] == "cpu" and r["decode_tokens_per_s"]["median"] > 0
         assert [p["past"] for p in r["past"]] == [p["past"] for p in report["pytorch"]["past"]]
         assert 0 < r["peak_rss_mb"] and len(r["soak"]["rss_mb"]) == 5
-        assert r["python_cpu_ms_per_token"]["median"] > 0
     assert report["pytorch"]["engine"] == "pytorch-eager"
     assert "vs PyTorch eager: decode" in capsys.readouterr().out
 
