@@ -218,9 +218,15 @@ def _runtime_figures(
     n_new: int,
     quiet: bool,
 ) -> dict[str, dict[str, Any]]:
-    """Load every variant through the runtime, then generate each prompt ``ROUNDS`` times with
-    every variant in turn (the order rotating), so a burst of other work on the machine slows all
-    variants alike instead of one; speed is the median over all runs."""
+    """Load every variant through the runtime, then, ``ROUNDS`` times, let every variant in turn
+    generate all the prompts (the order rotating), so a burst of other work on the machine slows
+    all variants alike instead of one; speed is the median over all runs.
+
+    A turn is a whole round of prompts after a short untimed generation: each session keeps its
+    own onnxruntime thread pool, whose threads spin on for a while after a run, and switching
+    variants after every prompt measured every variant at about half its speed alone (tiny
+    preset, 2 cores: fp32 1,050-1,280 tok/s switching per prompt, 2,070-2,430 per round, ~2,500
+    alone)."""
     from gptedge.runtime.model import load
 
     figures: dict[str, dict[str, Any]] = {}
@@ -235,14 +241,17 @@ def _runtime_figures(
         models[name] = load(bundle_dir, variant=name, provider=chosen.name, threads=threads)
         figures[name] = {"provider": chosen.name, "load_s": time.perf_counter() - start}
     greedy = dict(temperature=0.0, ignore_eos=True, stop=(), repetition_penalty=1.0)
-    for model in models.values():
-        model.generate(prompts[0], max_new_tokens=min(8, n_new), **greedy)  # warm-up: threads, allocator
     names = list(models)
     results: dict[str, list[Any]] = {name: [] for name in names}
-    turns = [(r, p) for r in range(ROUNDS) for p in range(len(prompts))] if names else []
-    for turn, (_, p) in enumerate(tqdm(turns, desc="eval: generate", unit="prompt", disable=quiet, file=sys.stderr, leave=False)):
-        for name in names[turn % len(names):] + names[: turn % len(names)]:
-            results[name].append(models[name].generate(prompts[p], max_new_tokens=n_new, **greedy))
+    turns = [names[r % len(names):] + names[: r % len(names)] for r in range(ROUNDS)] if names else []
+    with tqdm(total=ROUNDS * len(names) * len(prompts), desc="eval: generate", unit="prompt", disable=quiet,
+              file=sys.stderr, leave=False) as progress:
+        for order in turns:
+            for name in order:
+                models[name].generate(prompts[0], max_new_tokens=min(16, n_new), **greedy)  # untimed: settle
+                for prompt in prompts:
+                    results[name].append(models[name].generate(prompt, max_new_tokens=n_new, **greedy))
+                    progress.update()
     for name, runs in results.items():
         figures[name].update({
             "ttft_ms": 1000 * statistics.median(r.ttft_s for r in runs),

@@ -25,7 +25,8 @@ step's 500 MB of weights just pushed out of the CPU caches).
 - the past and present sizes become ``contract.CACHE_CAPACITY``: the runtime allocates C slots and
   binds the same buffer as both (``runtime.session``, cache layout "shared").
 
-Nothing else changes: the old mask subgraph is dropped once no node reads it.
+Each layer's query, key and value go in packed, as the one tensor the QKV projection makes (its
+Split goes), and the old mask subgraph is dropped once no node reads it.
 """
 
 from __future__ import annotations
@@ -102,6 +103,19 @@ def _prune(graph: onnx.GraphProto) -> None:
     graph.value_info.extend(infos)
 
 
+def _packed(qkv: list[str], producers: dict[str, onnx.NodeProto]) -> tuple[str, str, str] | None:
+    """(packed QKV, "", "") when q, k and v are the three equal parts of one tensor's last axis,
+    in that order (the exporter's ``c_attn`` output split in three): GroupQueryAttention then
+    reads the packed tensor itself, and the Split goes."""
+    split = producers.get(qkv[0])
+    if split is None or split.op_type != "Split" or list(split.output) != list(qkv):
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in split.attribute}
+    if attrs.get("axis") not in (2, -1) or len(split.input) > 1 and split.input[1] or attrs.get("num_outputs") != 3:
+        return None
+    return split.input[0], "", ""
+
+
 def to_group_query_attention(model: onnx.ModelProto, shape: contract.ModelShape) -> int:
     """Rewrite, in place, every fused MultiHeadAttention with past/present into GroupQueryAttention
     over a shared buffer; returns how many layers. Call only when every layer was fused."""
@@ -111,12 +125,13 @@ def to_group_query_attention(model: onnx.ModelProto, shape: contract.ModelShape)
         return 0
     dtype = next(v.type.tensor_type.elem_type for v in graph.input if v.name == contract.past_names(0)[0])
     mask_nodes, consts, (seqlens_k, total, bias, query_seqlens) = _mask_nodes(dtype)
+    producers = {out: node for node in graph.node for out in node.output}
     nodes = list(mask_nodes)
     for node in graph.node:
         if node not in attention:
             nodes.append(node)
             continue
-        q, k, v = node.input[0:3]
+        q, k, v = _packed(node.input[0:3], producers) or node.input[0:3]
         past_key, past_value = node.input[6:8]
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         gqa = helper.make_node(

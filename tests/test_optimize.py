@@ -56,6 +56,7 @@ def test_op_counts_show_the_fusions(optimized, tiny_bundle):
     assert after.get("com.microsoft.BiasGelu") == n_layer and "Gelu" not in after  # the test model's GELU is exact
     assert after.get("com.microsoft.GroupQueryAttention") == n_layer and "Softmax" not in after
     assert "com.microsoft.MultiHeadAttention" not in after
+    assert before.get("Split") == n_layer and "Split" not in after  # q, k, v go in packed
     assert record["attention"].endswith(f"shared cache in {n_layer} of {n_layer} layers")
     assert sum(after.values()) < sum(before.values()) / 2
     assert "com.microsoft.GroupQueryAttention" in printed and "op type" in printed and "parity" in printed
