@@ -136,6 +136,7 @@ def _add_variant(
     try:
         steps.set_postfix_str("convert")
         model, settings = convert(precision, fp32_path, manifest, tokens)
+        meant_for = providers_for(precision, model, settings)
         steps.update()
 
         steps.set_postfix_str("check")
@@ -153,7 +154,7 @@ def _add_variant(
         size, digest = contract.describe_file(bundle_dir, file)
         variant = contract.Variant(
             file=file, precision=precision, size_bytes=size, sha256=digest, cache_dtype=cache_dtype,
-            cache_layout=cache_layout, providers=list(PROVIDERS[precision]),
+            cache_layout=cache_layout, providers=meant_for,
         )
         manifest.variants[precision] = variant
         manifest.variants = {k: manifest.variants[k] for k in sorted(manifest.variants, key=_order)}
@@ -171,6 +172,19 @@ def _add_variant(
         steps.close()
     fp32 = manifest.variants["fp32"]
     return QuantizeResult(bundle_dir, precision, variant, settings, fp32.size_bytes + fp32.data_size_bytes)
+
+
+def providers_for(precision: str, model: onnx.ModelProto, settings: dict[str, Any]) -> list[str]:
+    """The providers a new variant is meant for. A QDQ graph made from the optimized graph keeps its
+    onnxruntime-only ops (GroupQueryAttention, SkipLayerNormalization): NPU providers take none of
+    them, so it is listed for the CPU only, and ``settings`` says why."""
+    meant_for = list(PROVIDERS[precision])
+    contrib = sorted({n.op_type for n in model.graph.node if n.domain == "com.microsoft"})
+    if precision == "int8-static" and contrib:
+        meant_for = ["cpu"]
+        settings["npu_note"] = (f"made from the optimized graph, whose {', '.join(contrib)} no NPU provider runs: "
+                                f"for an NPU, quantize the exported graph (before gptedge optimize)")
+    return meant_for
 
 
 def _order(name: str) -> int:
@@ -242,6 +256,8 @@ def report(results: list[QuantizeResult]) -> str:
                 f"({v.size_bytes / r.fp32_size_bytes:.2f} x fp32), for {', '.join(v.providers)}")
         if "reduce_range_reason" in r.settings:
             line += f"; {r.settings['reduce_range_reason']}"
+        if "npu_note" in r.settings:
+            line += f"; {r.settings['npu_note']}"
         if "output_head_bits" in r.settings:
             line += f"; output head and token table at {r.settings['output_head_bits']} bits"
         lines.append(line)

@@ -216,3 +216,6 @@ def test_quantize_after_optimize(bundle):
         logits[name], _ = decoder.run(ids, np.ones((1, T), np.int64), np.arange(T)[None], decoder.empty_cache(1))
     for name, out in logits.items():
         assert (out.argmax(-1) == logits["fp32"].argmax(-1)).mean() >= 0.9, name
+    # Made from the optimized graph, the QDQ variant keeps onnxruntime-only ops: listed for the CPU only.
+    assert manifest.variants["int8-static"].providers == ["cpu"]
+    assert "before gptedge optimize" in manifest.provenance["quantization"]["int8-static"]["npu_note"]
