@@ -133,6 +133,10 @@ class Row:
     prompt_tokens: int
     detokenizer: StreamDecoder
     stops: StopStrings
+    # Decode and check stop strings token by token (streaming, or stop strings set). Otherwise the
+    # text is decoded once at the end: the same text, without ~0.03 ms of Python per token that
+    # nobody reads (at the gpt2 size, a quarter of what the loop adds to onnxruntime's time).
+    live_text: bool = True
     generated: list[int] = field(default_factory=list)
     stop_reason: str | None = None
     first_at: float = 0.0
@@ -151,6 +155,10 @@ class Row:
         self.tokens.append(token)
         if token == eos_id and not settings.ignore_eos:
             return self._finish("eos")
+        if not self.live_text:
+            if len(self.generated) >= settings.max_new_tokens:
+                self.stop_reason = "length"
+            return ""
         shown, stopped = self.stops.feed(self.detokenizer.push(token))
         if stopped:
             self.stop_reason = "stop"
@@ -160,15 +168,22 @@ class Row:
         return shown
 
     def _finish(self, reason: str) -> str:
+        if not self.live_text:
+            self.stop_reason = reason
+            return ""
         shown, stopped = self.stops.feed(self.detokenizer.flush())
         self.stop_reason = "stop" if stopped else reason
         return shown if stopped else shown + self.stops.finish()
+
+    def _shown_tokens(self) -> list[int]:
+        """The generated tokens whose text is shown: all but an end-of-text token that ended the row."""
+        return self.generated[:-1] if self.stop_reason == "eos" else self.generated
 
     def result(self, started: float) -> GenerationResult:
         n = len(self.generated)
         decode_s = self.last_at - self.first_at
         return GenerationResult(
-            text=self.stops.text,
+            text=self.stops.text if self.live_text else self.detokenizer.decode(self._shown_tokens()),
             token_ids=list(self.generated),
             stop_reason=self.stop_reason or "length",
             prompt_tokens=self.prompt_tokens,

@@ -128,7 +128,7 @@ class Model:
         batch = [prompts] if single else list(prompts)
         settings = self._settings(settings, overrides)
         started = time.perf_counter()
-        rows = [self._row(p, settings) for p in batch]
+        rows = [self._row(p, settings, live_text=bool(settings.stop)) for p in batch]
         for _ in self._run(rows, settings):
             pass
         results = [row.result(started) for row in rows]
@@ -146,7 +146,7 @@ class Model:
             m = self.manifest
             yield from generation.run(self.decoder, rows, settings, m.eos_token_id, m.pad_token_id)
 
-    def _row(self, prompt: Prompt, settings: GenerationSettings) -> Row:
+    def _row(self, prompt: Prompt, settings: GenerationSettings, live_text: bool = True) -> Row:
         if isinstance(prompt, str):
             ids = self.encode(prompt)
         elif _is_token_list(prompt):
@@ -170,6 +170,7 @@ class Model:
             prompt_tokens=len(window),
             detokenizer=StreamDecoder(self._table),
             stops=StopStrings(settings.stop),
+            live_text=live_text,
         )
 
 

@@ -66,6 +66,10 @@ class StreamDecoder:
         """Whatever tail is left when generation ends (invalid bytes become U+FFFD, as in decode)."""
         return self._utf8.decode(b"", final=True)
 
+    def decode(self, token_ids: list[int]) -> str:
+        """All of a sequence at once: what ``push`` for each token and then ``flush`` return in all."""
+        return b"".join(self.table[t] for t in token_ids).decode("utf-8", errors="replace")
+
 
 class StopStrings:
     """Finds the first stop string in text that arrives in pieces, and says how much is safe to show.
