@@ -111,7 +111,8 @@ def _packed(qkv: list[str], producers: dict[str, onnx.NodeProto]) -> tuple[str, 
     if split is None or split.op_type != "Split" or list(split.output) != list(qkv):
         return None
     attrs = {a.name: helper.get_attribute_value(a) for a in split.attribute}
-    if attrs.get("axis") not in (2, -1) or len(split.input) > 1 and split.input[1] or attrs.get("num_outputs") != 3:
+    sizes_given = len(split.input) > 1 and split.input[1]
+    if attrs.get("axis") not in (2, -1) or sizes_given or attrs.get("num_outputs") != 3:
         return None
     return split.input[0], "", ""
 
@@ -120,15 +121,19 @@ def to_group_query_attention(model: onnx.ModelProto, shape: contract.ModelShape)
     """Rewrite, in place, every fused MultiHeadAttention with past/present into GroupQueryAttention
     over a shared buffer; returns how many layers. Call only when every layer was fused."""
     graph = model.graph
-    attention = [n for n in graph.node if n.op_type == "MultiHeadAttention" and n.domain == "com.microsoft"]
-    if not attention:
+
+    def is_attention(node: onnx.NodeProto) -> bool:
+        return node.op_type == "MultiHeadAttention" and node.domain == "com.microsoft"
+
+    layers = sum(map(is_attention, graph.node))
+    if not layers:
         return 0
     dtype = next(v.type.tensor_type.elem_type for v in graph.input if v.name == contract.past_names(0)[0])
     mask_nodes, consts, (seqlens_k, total, bias, query_seqlens) = _mask_nodes(dtype)
     producers = {out: node for node in graph.node for out in node.output}
     nodes = list(mask_nodes)
     for node in graph.node:
-        if node not in attention:
+        if not is_attention(node):
             nodes.append(node)
             continue
         q, k, v = _packed(node.input[0:3], producers) or node.input[0:3]
@@ -153,5 +158,5 @@ def to_group_query_attention(model: onnx.ModelProto, shape: contract.ModelShape)
     for value in (*graph.input, *graph.output):
         if value.name in cache_names:
             value.type.tensor_type.shape.dim[2].dim_param = contract.CACHE_CAPACITY
-    return len(attention)
+    return layers
 
