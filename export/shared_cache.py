@@ -15,9 +15,10 @@ handing onnxruntime a new, wider mask every token (which costs more than everyth
 Python loop does per token at the gpt2 size: creating an input tensor touches memory that the
 step's 500 MB of weights just pushed out of the CPU caches).
 
-- the slots in use are the last slot marked 1, plus one (the current token is always real):
-  ``seqlens_k`` = that - 1 per row (with left padding every row fills the same slots, padding
-  included), ``total_sequence_length`` = the largest;
+- the slots in use are the last slot marked 1 in any row, plus one (the longest row's current
+  token is always real): ``total_sequence_length``; with left padding every row fills the same
+  slots, padding included, so ``seqlens_k`` is that - 1 for every row (a row whose prompt is
+  still all padding in an early prefill chunk included);
 - the padding goes in as GroupQueryAttention's ``attention_bias``, (B, 1, T, slots): 0 for a real
   token, ``MASKED`` for padding; the causal part is the op's own (``causal=1``) on slot indexes,
   as in the exported graph. ``MASKED`` is finite, and small enough for fp16: a padding query whose
@@ -54,7 +55,8 @@ def _mask_nodes(dtype: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto
         helper.make_tensor(f"{p}_bias_axes", TensorProto.INT64, [2], [1, 2]),
     ]
     nodes = [
-        # Slots in use: the last slot marked 1, plus one (the current token is always real).
+        # Slots in use: the last slot marked 1, plus one (the longest row's current token is real;
+        # with left padding every row fills the same slots, even a row still all padding).
         helper.make_node("Shape", [mask], [f"{p}_width_1d"], start=1, end=2),  # (1,) = (W,)
         helper.make_node("Squeeze", [f"{p}_width_1d"], [f"{p}_width"]),
         helper.make_node("Add", [f"{p}_width", f"{p}_one"], [f"{p}_width_plus_one"]),
@@ -62,8 +64,10 @@ def _mask_nodes(dtype: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto
         helper.make_node("Mul", [mask, f"{p}_slot_numbers"], [f"{p}_numbered"]),  # (B, W)
         helper.make_node("ReduceMax", [f"{p}_numbered", f"{p}_one_1d"], [f"{p}_used"], keepdims=0),  # (B,)
         helper.make_node("ReduceMax", [f"{p}_used"], [f"{p}_total_1d"], keepdims=1),  # (1,)
-        helper.make_node("Sub", [f"{p}_used", f"{p}_one"], [f"{p}_last"]),
-        helper.make_node("Cast", [f"{p}_last"], [f"{p}_seqlens_k"], to=TensorProto.INT32),  # (B,)
+        helper.make_node("Sub", [f"{p}_total_1d", f"{p}_one"], [f"{p}_last_1d"]),
+        helper.make_node("Cast", [f"{p}_last_1d"], [f"{p}_last_1d_i32"], to=TensorProto.INT32),
+        helper.make_node("Shape", [mask], [f"{p}_batch_1d"], start=0, end=1),  # (1,) = (B,)
+        helper.make_node("Expand", [f"{p}_last_1d_i32", f"{p}_batch_1d"], [f"{p}_seqlens_k"]),  # (B,)
         helper.make_node("Squeeze", [f"{p}_total_1d"], [f"{p}_total_i64"]),
         helper.make_node("Cast", [f"{p}_total_i64"], [f"{p}_total"], to=TensorProto.INT32),  # scalar
         # Padding bias over the slots in use, (B, 1, T, total).
@@ -71,7 +75,6 @@ def _mask_nodes(dtype: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto
         helper.make_node("Cast", [f"{p}_mask_used"], [f"{p}_keep"], to=TensorProto.BOOL),
         helper.make_node("Where", [f"{p}_keep", f"{p}_zero_bias", f"{p}_masked_bias"], [f"{p}_bias_2d"]),
         helper.make_node("Unsqueeze", [f"{p}_bias_2d", f"{p}_bias_axes"], [f"{p}_bias_row"]),  # (B, 1, 1, total)
-        helper.make_node("Shape", [mask], [f"{p}_batch_1d"], start=0, end=1),  # (1,) = (B,)
         helper.make_node("Shape", [contract.INPUT_IDS], [f"{p}_query_1d"], start=1, end=2),  # (1,) = (T,)
         helper.make_node("Concat", [f"{p}_batch_1d", f"{p}_one_1d", f"{p}_query_1d", f"{p}_total_1d"],
                          [f"{p}_bias_shape"], axis=0),

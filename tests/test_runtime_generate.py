@@ -107,6 +107,18 @@ def test_batch_equals_one_at_a_time_with_rows_stopping_on_their_own(model):
     assert [r.stop_reason for r in batch] == ["stop" if s else "length" for s in hits]
 
 
+def test_a_batch_prefilled_in_chunks_equals_one_at_a_time(model, monkeypatch):
+    """A long prompt's prefill runs in chunks (to bound the logits' memory); in a left-padded batch
+    the first chunks of a short row are all padding. Chunks of 5 tokens here."""
+    from gptedge.runtime import generation
+
+    monkeypatch.setattr(generation, "PREFILL_LOGITS", 3 * 5 * model.manifest.model.vocab_size)
+    prompts = [list(range(10, 40)), list(range(50, 58)), list(range(60, 75))]
+    batch = model.generate(prompts, max_new_tokens=6, **GREEDY)
+    alone = [model.generate(p, max_new_tokens=6, **GREEDY) for p in prompts]
+    assert [r.token_ids for r in batch] == [r.token_ids for r in alone]
+
+
 def test_stop_string_is_trimmed_in_generate_and_stream(model):
     full = model.generate("Once upon", max_new_tokens=30, **GREEDY)
     stop = full.text[len(full.text) // 2 : len(full.text) // 2 + 3]
