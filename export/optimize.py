@@ -14,7 +14,7 @@ What runs, and why this and not something else (measured figures: the closing no
   variant's ``cache_layout`` "shared"). Measured with ``gptedge bench`` at the gpt2 shape, 2
   threads: the exported graph decodes at 43.9 tok/s and takes 1.70x as long per token at past 922
   as at past 64; MultiHeadAttention with its concatenated cache about 1.3-1.4x; the shared cache
-  50-68 tok/s and 1.01-1.15x (no copy of the cache per step), with 100-200 MB less peak memory.
+  48-68 tok/s and 1.01-1.18x (no copy of the cache per step), with 100-200 MB less peak memory.
   GroupQueryAttention and the opset-23 Attention op written into the concatenating contract
   measured the same as MultiHeadAttention: the gain is the shared buffer, not the op.
 - **No offline onnxruntime optimisation is saved**: onnxruntime optimises the graph again every time
