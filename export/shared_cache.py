@@ -15,10 +15,10 @@ handing onnxruntime a new, wider mask every token (which costs more than everyth
 Python loop does per token at the gpt2 size: creating an input tensor touches memory that the
 step's 500 MB of weights just pushed out of the CPU caches).
 
-- the slots in use are the last slot marked 1 in any row, plus one (the longest row's current
-  token is always real): ``total_sequence_length``; with left padding every row fills the same
-  slots, padding included, so ``seqlens_k`` is that - 1 for every row (a row whose prompt is
-  still all padding in an early prefill chunk included);
+- the slots in use are the most 1s in any row (with left padding the longest row has none):
+  ``total_sequence_length``; every row fills the same slots, padding included, so ``seqlens_k``
+  is that - 1 for every row (a row whose prompt is still all padding in an early prefill chunk
+  included);
 - the padding goes in as GroupQueryAttention's ``attention_bias``, (B, 1, T, slots): 0 for a real
   token, ``MASKED`` for padding; the causal part is the op's own (``causal=1``) on slot indexes,
   as in the exported graph. ``MASKED`` is finite, and small enough for fp16: a padding query whose
@@ -55,15 +55,10 @@ def _mask_nodes(dtype: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto
         helper.make_tensor(f"{p}_bias_axes", TensorProto.INT64, [2], [1, 2]),
     ]
     nodes = [
-        # Slots in use: the last slot marked 1, plus one (the longest row's current token is real;
-        # with left padding every row fills the same slots, even a row still all padding).
-        helper.make_node("Shape", [mask], [f"{p}_width_1d"], start=1, end=2),  # (1,) = (W,)
-        helper.make_node("Squeeze", [f"{p}_width_1d"], [f"{p}_width"]),
-        helper.make_node("Add", [f"{p}_width", f"{p}_one"], [f"{p}_width_plus_one"]),
-        helper.make_node("Range", [f"{p}_one", f"{p}_width_plus_one", f"{p}_one"], [f"{p}_slot_numbers"]),  # 1..W
-        helper.make_node("Mul", [mask, f"{p}_slot_numbers"], [f"{p}_numbered"]),  # (B, W)
-        helper.make_node("ReduceMax", [f"{p}_numbered", f"{p}_one_1d"], [f"{p}_used"], keepdims=0),  # (B,)
-        helper.make_node("ReduceMax", [f"{p}_used"], [f"{p}_total_1d"], keepdims=1),  # (1,)
+        # Slots in use: the most 1s in any row. With left padding the longest row has no padding,
+        # and every row fills the same slots (even one still all padding in an early prefill chunk).
+        helper.make_node("ReduceSum", [mask, f"{p}_one_1d"], [f"{p}_real"], keepdims=0),  # (B,)
+        helper.make_node("ReduceMax", [f"{p}_real"], [f"{p}_total_1d"], keepdims=1),  # (1,)
         helper.make_node("Sub", [f"{p}_total_1d", f"{p}_one"], [f"{p}_last_1d"]),
         helper.make_node("Cast", [f"{p}_last_1d"], [f"{p}_last_1d_i32"], to=TensorProto.INT32),
         helper.make_node("Shape", [mask], [f"{p}_batch_1d"], start=0, end=1),  # (1,) = (B,)

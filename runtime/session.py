@@ -43,8 +43,8 @@ class SharedCache:
     decode step's inputs and logits, bound once too.
 
     A decode step (T = 1) then only writes numbers into numpy arrays that onnxruntime already
-    reads: its token and position, and a 1 in the (B, C) attention mask (the graph ignores the
-    slots after the last 1). Binding a new tensor instead costs ~0.1 ms per step at the gpt2 size,
+    reads: its token and position, and a 1 in the (B, C) attention mask (the zeros after the
+    slots in use do not count). Binding a new tensor instead costs ~0.1 ms per step at the gpt2 size,
     where the Python loop's budget is 0.1 ms in all (``export.shared_cache``)."""
 
     def __init__(self, decoder: "Decoder", batch: int) -> None:
