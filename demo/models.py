@@ -56,7 +56,7 @@ class ModelPool:
         self.default_provider = provider.name
         # Loaded models, shared by all visitors: the runtime runs concurrent generations on one model
         # (each has its own cache and IO binding; onnxruntime sessions are thread-safe).
-        self._served: dict[tuple[str, str], gptedge.runtime.Model] = {}
+        self._models: dict[tuple[str, str], gptedge.runtime.Model] = {}
         self._loading = threading.Lock()
         self._table: list[bytes] | None = None
 
@@ -71,12 +71,12 @@ class ModelPool:
     def get(self, variant: str, provider: str) -> gptedge.runtime.Model:
         key = (variant, provider)
         with self._loading:
-            if key not in self._served:
+            if key not in self._models:
                 model = gptedge.runtime.load(self.bundle_dir, variant=variant, provider=provider, threads=self.threads)
-                self._served[key] = model
+                self._models[key] = model
                 if self._table is None:
                     self._table = token_bytes(model.tokenizer, self.manifest.model.vocab_size)
-            return self._served[key]
+            return self._models[key]
 
     def prompt_ids(self, model: gptedge.runtime.Model, prompt: str) -> list[int]:
         """The prompt's tokens as generation sees them (an empty text starts a new document)."""

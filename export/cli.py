@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "optimize",
         help="fuse a bundle's fp32 graph for onnxruntime (checked for parity, replaced atomically)",
         description="Fuse BUNDLE's fp32 graph with onnxruntime's fusions (SkipLayerNormalization, "
-        "BiasGelu, MultiHeadAttention with the KV cache), check its logits against the original graph "
+        "BiasGelu, attention as GroupQueryAttention over a preallocated KV cache), check its logits "
+        "against the original graph "
         "and only then replace it. Prints the op counts before and after. Running it twice does nothing.",
     )
     o.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from gptedge export")
