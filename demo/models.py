@@ -18,7 +18,8 @@ from typing import Iterator
 import gptedge.runtime
 from gptedge.errors import UserError
 from gptedge.runtime import contract, providers
-from gptedge.runtime.generation import GenerationResult, GenerationSettings
+from gptedge.runtime.generation import GenerationResult
+from gptedge.runtime.settings import GenerationSettings
 from gptedge.runtime.next_token import Candidate, next_token_candidates, token_probabilities
 from gptedge.runtime.text import StreamDecoder, token_bytes
 

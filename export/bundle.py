@@ -27,7 +27,7 @@ from gptedge.errors import UserError, write_error
 from gptedge.export import graph, parity
 from gptedge.export.heldout import heldout_text
 from gptedge.runtime import contract
-from gptedge.runtime.generation import GenerationSettings
+from gptedge.runtime.settings import GenerationSettings
 from gptedge.train.checkpoint import Checkpoint, load_checkpoint
 from gptedge.train.tokenizer import special_ids
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def _usual_mode(mode: int) -> int:
@@ -88,3 +89,85 @@ def staged_dir(final: str | os.PathLike, replace: bool = False) -> Iterator[Path
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+# The temporary names the writers above use: mkstemp/mkdtemp put 8 characters of
+# ``[a-z0-9_]`` between the prefix ``.<name>.`` and the suffix; ``staged_dir`` keeps a replaced
+# folder as ``.<name>.<pid>.old`` until the new one is in place.
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:[a-z0-9_]{8}\.(?:tmp|partial)|\d+\.old)$")
+
+
+def remove_leftovers(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete what a killed writer of this module left in ``folder``: temporary files, staged
+    folders and folders kept aside while being replaced. Only these names are touched, never a
+    user's file; with ``name``, only the leftovers of that one entry (e.g. a bundle staged in its
+    parent folder). Call it while holding ``locked(...)`` on the entry, so that no live writer's
+    temporary file is taken. Returns what was removed."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = _LEFTOVER.match(entry.name)
+        if not m or (name is not None and m["name"] != name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+def lock_path(target: str | os.PathLike) -> Path:
+    """The lock file of a checkpoint or bundle folder: beside it, not inside, because writers
+    replace the folder itself (``staged_dir``)."""
+    target = Path(target)
+    return target.parent / f".{target.name}.lock"
+
+
+_held: dict[Path, int] = {}  # lock files this process holds, and how many nested ``locked`` blocks
+
+
+@contextlib.contextmanager
+def locked(target: str | os.PathLike, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the writers' lock of a checkpoint or bundle folder for the block.
+
+    Two commands that write one bundle (export --force, optimize, quantize, eval) then run one
+    after the other, and both results land. The lock is ``flock`` on a file beside the folder:
+    the kernel drops it when its process dies, so a killed command's lock is simply free again.
+    Nested blocks in one process (``gptedge build`` running the stages) share the lock.
+    ``waiting`` is told once, in words, when another process holds it."""
+    path = lock_path(target).resolve()
+    if path in _held:
+        _held[path] += 1
+        try:
+            yield
+        finally:
+            _held[path] -= 1
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; writers there run one at a time by hand
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, _usual_mode(0o666))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
+            if waiting is not None:
+                waiting(f"waiting for {holder}, which is writing {Path(target)}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"gptedge process {os.getpid()}\n".encode(), 0)
+        _held[path] = 1
+        try:
+            yield
+        finally:
+            del _held[path]
+    finally:
+        os.close(fd)  # releases the lock

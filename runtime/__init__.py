@@ -17,7 +17,7 @@ _EXPORTS = {
     "load": "gptedge.runtime.model",
     "Model": "gptedge.runtime.model",
     "TextStream": "gptedge.runtime.model",
-    "GenerationSettings": "gptedge.runtime.generation",
+    "GenerationSettings": "gptedge.runtime.settings",
     "GenerationResult": "gptedge.runtime.generation",
 }
 __all__ = list(_EXPORTS)

@@ -26,7 +26,8 @@ from tokenizers import Tokenizer
 
 from gptedge.errors import UserError
 from gptedge.runtime import contract, generation, providers
-from gptedge.runtime.generation import GenerationResult, GenerationSettings, Row
+from gptedge.runtime.generation import GenerationResult, Row
+from gptedge.runtime.settings import GenerationSettings
 from gptedge.runtime.session import Decoder
 from gptedge.runtime.text import StopStrings, StreamDecoder, token_bytes
 

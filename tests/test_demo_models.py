@@ -7,7 +7,8 @@ import time
 import pytest
 
 from gptedge.demo.models import ModelPool
-from gptedge.runtime.generation import GenerationResult, GenerationSettings
+from gptedge.runtime.generation import GenerationResult
+from gptedge.runtime.settings import GenerationSettings
 
 PROMPT = "The for statement is used to"
 GREEDY = GenerationSettings(max_new_tokens=200, temperature=0.0)

@@ -14,7 +14,7 @@ from gptedge.errors import UserError
 from gptedge.export import bundle, graph, parity
 from gptedge.export.heldout import heldout_text
 from gptedge.runtime import contract
-from gptedge.runtime.generation import GenerationSettings
+from gptedge.runtime.settings import GenerationSettings
 from gptedge.train import checkpoint
 from gptedge.train.model import CausalSelfAttention, attention_bias
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gptedge.errors import UserError
-from gptedge.runtime.generation import GenerationSettings
+from gptedge.runtime.settings import GenerationSettings
 from gptedge.runtime.sampling import Sampler, apply_repetition_penalty, nucleus, sample_row
 
 
