@@ -7,6 +7,12 @@ link unless asked, bound to 127.0.0.1 by default. Requests wait in a bounded que
 ``CONCURRENCY`` generate at once (the machine's cores are the real limit). A user's mistake (empty
 or over-long prompt, a variant that does not run on the chosen provider, a bundle removed while
 the page runs) is shown as a message in the page, never as a traceback.
+
+The page's API (``/generate``, ``/next_word``, gradio_client or a raw POST) can send values the
+widgets never would: a variant not in the list, a number out of a slider's range, NaN, a string, a
+lone surrogate. gradio's own checks of those (its components' ``preprocess``) answer with a
+traceback in the server log, so the events run with ``preprocess=False`` and the handlers check
+every value themselves (``checked``), against the same widgets, answering with a message.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from gptedge.demo.models import (  # noqa: E402
     MAX_NEW_TOKENS,
     MAX_PROMPT_CHARS,
     ModelPool,
+    check_choice,
     check_prompt,
+    page_number,
     settings_from_page,
 )
 from gptedge.errors import UserError  # noqa: E402
@@ -79,15 +87,15 @@ def build_page(pool: ModelPool) -> gr.Blocks:
                 variant = gr.Dropdown(pool.variants, value=pool.default_variant, label="Variant", elem_id="variant")
                 provider = gr.Dropdown(pool.providers, value=pool.default_provider, label="Provider",
                                        elem_id="provider")
-                temperature = gr.Slider(0.0, 2.0, value=sampling.get("temperature", 0.8), step=0.05,
+                temperature = gr.Slider(0.0, 2.0, value=sampling.temperature, step=0.05,
                                         label="Temperature", info="0 always picks the most likely token",
                                         elem_id="temperature")
-                top_k = gr.Slider(0, 200, value=sampling.get("top_k", 50), step=1, label="Top-k", info="0: off")
-                top_p = gr.Slider(0.05, 1.0, value=sampling.get("top_p", 0.95), step=0.01, label="Top-p", info="1: off")
-                repetition_penalty = gr.Slider(0.5, 2.0, value=sampling.get("repetition_penalty", 1.0), step=0.05,
+                top_k = gr.Slider(0, 200, value=sampling.top_k, step=1, label="Top-k", info="0: off")
+                top_p = gr.Slider(0.05, 1.0, value=sampling.top_p, step=0.01, label="Top-p", info="1: off")
+                repetition_penalty = gr.Slider(0.5, 2.0, value=sampling.repetition_penalty, step=0.05,
                                                label="Repetition penalty", info="1: off")
                 max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, step=1, label="Max new tokens", elem_id="max-new-tokens",
-                                           value=min(MAX_NEW_TOKENS, sampling.get("max_new_tokens", 128)))
+                                           value=min(MAX_NEW_TOKENS, sampling.max_new_tokens))
                 seed = gr.Number(value=-1, precision=0, minimum=-1, label="Seed",
                                  info="-1: a new random seed each time")
                 stop_strings = gr.Textbox(label="Stop strings", lines=2, info="one per line; \\n stands for a newline")
@@ -109,11 +117,20 @@ def build_page(pool: ModelPool) -> gr.Blocks:
         choice = [variant, provider]
         knobs = [temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed, stop_strings]
 
+        def checked(text: Any, variant_name: Any, provider_name: Any, *values: Any) -> tuple[str, Any]:
+            """The prompt and the model for it, and each knob's value held to its widget's bounds."""
+            text = check_prompt(text)
+            check_choice(variant_name, pool.variants, "variant")
+            check_choice(provider_name, pool.providers, "provider")
+            for widget, value in zip(knobs, values):
+                if isinstance(widget, gr.Slider) or (isinstance(widget, gr.Number) and value is not None):
+                    page_number(value, widget.label.lower(), widget.minimum, widget.maximum)
+            return text, pool.get(variant_name, provider_name)
+
         def run_generate(text: str, variant_name: str, provider_name: str, *values: Any) -> Iterator[tuple]:
             try:
-                text = check_prompt(text)
+                text, model = checked(text, variant_name, provider_name, *values)
                 settings = settings_from_page(*values)
-                model = pool.get(variant_name, provider_name)
                 yield "", "generating…", views.candidate_bars(pool.next_words(model, text)), ""
                 shown = ""
                 for piece in pool.stream(model, text, settings):
@@ -131,29 +148,29 @@ def build_page(pool: ModelPool) -> gr.Blocks:
 
         def run_next_word(text: str, variant_name: str, provider_name: str) -> Any:
             try:
-                model = pool.get(variant_name, provider_name)
-                return views.candidate_bars(pool.next_words(model, check_prompt(text)))
-            except UserError as e:
-                gr.Warning(str(e))
-                return gr.skip()
+                text, model = checked(text, variant_name, provider_name)
+                return views.candidate_bars(pool.next_words(model, text))
+            except UserError as e:  # a toast in the page, an error with this message for an API caller
+                raise gr.Error(str(e), print_exception=False) from None
 
         def pick_word(text: str, variant_name: str, provider_name: str, evt: gr.SelectData) -> Any:
             """Append the clicked candidate to the prompt: generation by hand, one choice at a time."""
             try:
-                candidates = pool.next_words(pool.get(variant_name, provider_name), check_prompt(text))
+                text, model = checked(text, variant_name, provider_name)
+                candidates = pool.next_words(model, text)
             except UserError as e:
-                gr.Warning(str(e))
-                return gr.skip()
+                raise gr.Error(str(e), print_exception=False) from None
             chosen = dict(zip(views.candidate_bars(candidates), candidates)).get(evt.value)
             return text + chosen.text if chosen is not None else gr.skip()
 
         # One queue for everything that runs the model, so CONCURRENCY bounds them together.
         inputs, outputs = [prompt, *choice, *knobs], [answer, stats, bars, tokens]
-        clicked = generate.click(run_generate, inputs, outputs, api_name="generate", concurrency_id="model")
-        submitted = prompt.submit(run_generate, inputs, outputs, api_name=False, concurrency_id="model")
-        next_word.click(run_next_word, [prompt, *choice], bars, api_name="next_word", concurrency_id="model")
-        bars.select(pick_word, [prompt, *choice], prompt, api_name=False, concurrency_id="model").then(
-            run_next_word, [prompt, *choice], bars, api_name=False, concurrency_id="model")
+        raw = dict(concurrency_id="model", preprocess=False)  # values reach the handlers as sent: see `checked`
+        clicked = generate.click(run_generate, inputs, outputs, api_name="generate", **raw)
+        submitted = prompt.submit(run_generate, inputs, outputs, api_name=False, **raw)
+        next_word.click(run_next_word, [prompt, *choice], bars, api_name="next_word", **raw)
+        bars.select(pick_word, [prompt, *choice], prompt, api_name=False, **raw).then(
+            run_next_word, [prompt, *choice], bars, api_name=False, **raw)
         stop.click(lambda: "stopped", None, stats, cancels=[clicked, submitted], queue=False, api_name=False)
     return page
 

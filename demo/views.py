@@ -29,7 +29,8 @@ METRIC_COLUMNS = (
 
 
 def bundle_description(manifest: contract.Manifest, bundle_dir: Path) -> str:
-    shape, step = manifest.model, manifest.provenance.get("checkpoint_step")
+    shape = manifest.model
+    step = manifest.provenance.checkpoint_step if manifest.provenance else None
     return (
         f"# gptedge demo\n"
         f"Bundle `{bundle_dir}`" + (f" (trained {step} steps)" if step is not None else "")
@@ -57,8 +58,8 @@ def variant_table(manifest: contract.Manifest) -> tuple[list[str], list[list[Any
     for name, v in manifest.variants.items():
         size = v.size_bytes + v.data_size_bytes
         ratio = f"{size / (fp32.size_bytes + fp32.data_size_bytes):.2f}×" if fp32 else ""
-        figures = [fmt.format(v.metrics[key]) if v.metrics.get(key) is not None else ""
-                   for _, key, fmt in METRIC_COLUMNS]
+        values = [getattr(v.metrics, key) if v.metrics else None for _, key, _ in METRIC_COLUMNS]
+        figures = [fmt.format(x) if x is not None else "" for x, (_, _, fmt) in zip(values, METRIC_COLUMNS)]
         rows.append([name, v.precision, f"{size / 1e6:.2f}", ratio, *figures])
     return headers, rows
 

@@ -33,9 +33,10 @@ What runs, and why this and not something else (measured figures: the closing no
 - **Atomic**: the fused graph is written under a new name the manifest does not mention
   (``model.opt.onnx``), checked, and only then does a new manifest (``contract.write_manifest``,
   itself atomic) point the fp32 variant at it: the manifest is the commit point. Before it, a
-  failure or a kill leaves the bundle as it was (at most a stray unreferenced file, overwritten
-  next time); after it, the old graph is deleted.
-- **Idempotent**: the manifest's ``provenance["optimized"]`` record names the sha256 of the graph
+  failure or a kill leaves the bundle as it was (at most an unlisted file, which the next command
+  that writes the bundle deletes: ``writing``); after it, the old graph is deleted. The bundle's
+  lock is held throughout, so a concurrent quantize waits instead of losing its variant.
+- **Idempotent**: the manifest's ``provenance.optimized`` record names the sha256 of the graph
   it produced; a bundle whose fp32 graph still has that hash is already optimised.
 """
 
@@ -47,20 +48,20 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 from tqdm import tqdm
 
-from gptedge.errors import UserError, write_error
+from gptedge.errors import UserError
 from gptedge.export import fuse_attention, graph, shared_cache
+from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.parity import left_pad
+from gptedge.export.writing import writing
 from gptedge.runtime import contract
 from gptedge.runtime.session import Decoder
 
 TOLERANCE = 1e-4  # max |logit difference| between the original and the fused graph
-RECORD = "optimized"  # key of the record in manifest.provenance
 VARIANT = "fp32"
 OPTIMIZED_SUFFIX = ".opt.onnx"
 SIZE_SLACK = 1.02  # the fused file may grow by graph bytes (new nodes), never by a weight copy
@@ -71,7 +72,7 @@ TOOLS = ("onnxscript", "onnxruntime", "onnx")
 class OptimizeResult:
     bundle: Path
     changed: bool  # False: the bundle was already optimised, nothing written
-    record: dict[str, Any]
+    record: contract.OptimizeRecord
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def describe_attention(model: onnx.ModelProto, shape: contract.ModelShape) -> tu
 # Parity
 
 
-def parity(original: Decoder, fused: Decoder, seed: int = 0) -> dict[str, Any]:
+def parity(original: Decoder, fused: Decoder, seed: int = 0) -> contract.FusedParity:
     """Largest |logit difference| at real positions between two graphs, over: a left-padded batch
     of two prompts from a zero-length past, a 3-token chunk on that past, then 4 decode steps."""
     shape = original.shape
@@ -214,120 +215,124 @@ def parity(original: Decoder, fused: Decoder, seed: int = 0) -> dict[str, Any]:
         real = mask[:, -ids.shape[1]:].astype(bool)  # (B, T): padding rows carry no meaning
         worst = max(worst, float(np.abs(logits_a - logits_b)[real].max()))
     tokens = [int(f[0].shape[1]) for f in feeds]
-    return {"max_abs_logit_diff": worst, "tolerance": TOLERANCE, "batch": 2,
-            "left_padding": long - short, "tokens_per_step": tokens}
+    return contract.FusedParity(worst, TOLERANCE, batch=2, left_padding=long - short, tokens_per_step=tokens)
 
 
 # ---------------------------------------------------------------------------------------------
 # The command
 
 
+def optimized_name(file: str) -> str:
+    """The fused graph's file name: never the current one, so the manifest is the commit point."""
+    return Path(file).name.removesuffix(".onnx") + OPTIMIZED_SUFFIX
+
+
 def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResult:
     """Fuse, check and swap in the bundle's fp32 graph; a no-op if it is already optimised."""
     bundle = Path(bundle_dir)
-    manifest = contract.read_manifest(bundle)
-    path = contract.verify_variant(bundle, manifest, VARIANT)  # missing or tampered: refused here
-    variant = manifest.variants[VARIANT]
-    record = manifest.provenance.get(RECORD)
-    if isinstance(record, dict) and record.get("sha256") == variant.sha256:
-        return OptimizeResult(bundle, False, record)
-
-    new_file = bundle / (Path(variant.file).name.removesuffix(".onnx") + OPTIMIZED_SUFFIX)  # never the current name
-    planned = [new_file, new_file.with_name(new_file.name + ".data")]  # graph.save's names
-    uncommitted = planned
-    steps = tqdm(total=4, desc="optimize", unit="step", disable=quiet, file=sys.stderr,
-                 bar_format="{desc}: {n}/{total} {postfix} [{elapsed}]")
-    try:
-        steps.set_postfix_str("load")
-        model = onnx.load(str(path))
-        ops_before, size_before = op_counts(model), variant.size_bytes + variant.data_size_bytes
-        steps.update()
-
-        steps.set_postfix_str("fuse")
-        model, fusions = fuse(model, manifest.model)
-        attention, cache_layout = describe_attention(model, manifest.model)
-        steps.update()
-
-        steps.set_postfix_str("write")
-        written = graph.save(model, new_file, external_data=bool(variant.data_file) or None)
-        ops_after, gelu = op_counts(model), "/".join(sorted(gelu_forms(model)))
-        del model
-        steps.update()
-
-        steps.set_postfix_str("parity")
-        figures = parity(Decoder(path, manifest), Decoder(written[0], manifest))
-        if not figures["max_abs_logit_diff"] <= TOLERANCE:  # NaN fails too
-            raise UserError(
-                f"the optimised graph's logits differ from the original's by {figures['max_abs_logit_diff']:.2e} "
-                f"> {TOLERANCE:.0e}; the bundle is left unchanged: this is a gptedge bug, please report it"
-            )
-
-        new_variant = dataclasses.replace(
-            variant, file=written[0].name, data_file=None, data_size_bytes=0, data_sha256="",
-            cache_layout=cache_layout,
-            providers=["cpu"] if cache_layout == "shared" else variant.providers,  # see providers.suits
-        )
-        new_variant.size_bytes, new_variant.sha256 = contract.describe_file(bundle, written[0].name)
-        if len(written) > 1:
-            new_variant.data_file = written[1].name
-            new_variant.data_size_bytes, new_variant.data_sha256 = contract.describe_file(bundle, written[1].name)
-        record = {
-            "variant": VARIANT,
-            "file": new_variant.file,
-            "sha256": new_variant.sha256,
-            "from_file": variant.file,
-            "from_sha256": variant.sha256,
-            "size_bytes_before": size_before,
-            "size_bytes_after": new_variant.size_bytes + new_variant.data_size_bytes,
-            "fusions": fusions,
-            "attention": attention,
-            "gelu": gelu,
-            "ops_before": ops_before,
-            "ops_after": ops_after,
-            "parity": figures,
-            "tools": {name: metadata.version(name) for name in TOOLS},
-        }
-        old_files = [bundle / f for f in (variant.file, variant.data_file) if f]
-        manifest.variants[VARIANT] = new_variant
-        manifest.provenance[RECORD] = record
-        contract.write_manifest(bundle, manifest)  # the commit point
-        uncommitted = []
-        steps.set_postfix_str("done")
-        steps.update()
-    except OSError as e:
-        raise write_error(e, bundle, "optimize again") from None
-    finally:
-        steps.close()
-        for f in uncommitted:  # the manifest never pointed at these
-            f.unlink(missing_ok=True)
-
-    still_used = {f for v in manifest.variants.values() for f in (v.file, v.data_file) if f}
-    for f in (*old_files, *planned):  # the old graph, and a stray data file of an earlier attempt
-        if f.name not in still_used:
-            f.unlink(missing_ok=True)
+    contract.read_manifest(bundle)  # not a bundle: said before taking its lock
+    with writing(bundle, "optimize again"):
+        manifest = contract.read_manifest(bundle)
+        path = contract.verify_variant(bundle, manifest, VARIANT)  # missing or tampered: refused here
+        variant = manifest.variants[VARIANT]
+        record = manifest.provenance.optimized if manifest.provenance else None
+        if record is not None and record.sha256 == variant.sha256:
+            return OptimizeResult(bundle, False, record)
+        new_file = bundle / optimized_name(variant.file)
+        with tqdm(total=4, desc="optimize", unit="step", disable=quiet, file=sys.stderr,
+                  bar_format="{desc}: {n}/{total} {postfix} [{elapsed}]") as steps:
+            try:
+                record = _optimize(bundle, manifest, path, new_file, steps)
+            except BaseException:  # nothing committed: the bundle stays exactly as it was
+                for f in (new_file, new_file.with_name(new_file.name + ".data")):
+                    f.unlink(missing_ok=True)
+                raise
+        still_used = {f for v in manifest.variants.values() for f, _, _ in v.files()}
+        for f in (variant.file, variant.data_file):  # the old graph, once the manifest no longer names it
+            if f and f not in still_used:
+                (bundle / f).unlink(missing_ok=True)
     return OptimizeResult(bundle, True, record)
+
+
+def _optimize(bundle: Path, manifest: contract.Manifest, path: Path, new_file: Path, steps: tqdm) -> contract.OptimizeRecord:
+    """Write the fused graph as ``new_file``, check it, commit the manifest that points at it."""
+    variant = manifest.variants[VARIANT]
+    steps.set_postfix_str("load")
+    model = onnx.load(str(path))
+    ops_before, size_before = op_counts(model), variant.size_bytes + variant.data_size_bytes
+    steps.update()
+
+    steps.set_postfix_str("fuse")
+    model, fusions = fuse(model, manifest.model)
+    attention, cache_layout = describe_attention(model, manifest.model)
+    steps.update()
+
+    steps.set_postfix_str("write")
+    written = graph.save(model, new_file, external_data=bool(variant.data_file) or None)
+    ops_after, gelu, needs = op_counts(model), "/".join(sorted(gelu_forms(model))), oldest_onnxruntime(model)
+    del model
+    steps.update()
+
+    steps.set_postfix_str("parity")
+    figures = parity(Decoder(path, manifest), Decoder(written[0], manifest))
+    if not figures.max_abs_logit_diff <= TOLERANCE:  # NaN fails too
+        raise UserError(
+            f"the optimised graph's logits differ from the original's by {figures.max_abs_logit_diff:.2e} "
+            f"> {TOLERANCE:.0e}; the bundle is left unchanged: this is a gptedge bug, please report it"
+        )
+
+    new_variant = dataclasses.replace(
+        variant, file=written[0].name, data_file=None, data_size_bytes=0, data_sha256="",
+        cache_layout=cache_layout, min_onnxruntime=needs,
+        providers=["cpu"] if cache_layout == "shared" else variant.providers,  # see providers.suits
+    )
+    new_variant.size_bytes, new_variant.sha256 = contract.describe_file(bundle, written[0].name)
+    if len(written) > 1:
+        new_variant.data_file = written[1].name
+        new_variant.data_size_bytes, new_variant.data_sha256 = contract.describe_file(bundle, written[1].name)
+    record = contract.OptimizeRecord(
+        variant=VARIANT,
+        file=new_variant.file,
+        sha256=new_variant.sha256,
+        from_file=variant.file,
+        from_sha256=variant.sha256,
+        size_bytes_before=size_before,
+        size_bytes_after=new_variant.size_bytes + new_variant.data_size_bytes,
+        fusions=fusions,
+        attention=attention,
+        gelu=gelu,
+        ops_before=ops_before,
+        ops_after=ops_after,
+        parity=figures,
+        tools={name: metadata.version(name) for name in TOOLS},
+    )
+    manifest.variants[VARIANT] = new_variant
+    manifest.records().optimized = record
+    contract.write_manifest(bundle, manifest)  # the commit point; before it, leftovers are cleared next time
+    steps.set_postfix_str("done")
+    steps.update()
+    return record
 
 
 def report(result: OptimizeResult) -> str:
     """What the CLI prints: op counts before and after, the fusions, the parity and sizes."""
     r = result.record
     if not result.changed:
-        return (f"{result.bundle}: the fp32 graph ({r['file']}) is already optimised "
-                f"({r['attention']}); nothing to do")
-    before, after = r["ops_before"], r["ops_after"]
+        return f"{result.bundle}: the fp32 graph ({r.file}) is already optimised ({r.attention}); nothing to do"
+    before, after = r.ops_before, r.ops_after
     names = sorted(set(before) | set(after), key=lambda op: (-max(before.get(op, 0), after.get(op, 0)), op))
     width = max(len(op) for op in names)
     lines = [f"{'op type':{width}}  before  after"]
     lines += [f"{op:{width}}  {before.get(op, 0):6d}  {after.get(op, 0):5d}" for op in names]
     lines.append(f"{'total':{width}}  {sum(before.values()):6d}  {sum(after.values()):5d}")
-    fusions = ", ".join(f"{name} x{n}" for name, n in r["fusions"].items())
+    fusions = ", ".join(f"{name} x{n}" for name, n in r.fusions.items())
     lines += [
         f"fusions: {fusions}",
-        f"attention: {r['attention']}",
-        f"gelu: {r['gelu']} (unchanged)",
-        f"parity vs the original graph: max |logit diff| {r['parity']['max_abs_logit_diff']:.1e} "
-        f"<= {r['parity']['tolerance']:.0e} (left-padded batch, zero-length past, chunk, decode steps)",
-        f"size: {r['size_bytes_before'] / 1e6:.2f} MB -> {r['size_bytes_after'] / 1e6:.2f} MB",
-        f"wrote {result.bundle / r['file']} (fp32 variant; {r['from_file']} removed)",
+        f"attention: {r.attention}",
+        f"gelu: {r.gelu} (unchanged)",
+        f"parity vs the original graph: max |logit diff| {r.parity.max_abs_logit_diff:.1e} "
+        f"<= {r.parity.tolerance:.0e} (left-padded batch, zero-length past, chunk, decode steps)",
+        f"size: {r.size_bytes_before / 1e6:.2f} MB -> {r.size_bytes_after / 1e6:.2f} MB",
+        f"wrote {result.bundle / r.file} (fp32 variant; {r.from_file} removed)",
     ]
     return "\n".join(lines)

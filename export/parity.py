@@ -27,6 +27,7 @@ import numpy as np
 
 from gptedge import runtime
 from gptedge.errors import UserError
+from gptedge.runtime import contract
 from gptedge.runtime.session import Decoder
 
 TOLERANCE = 1e-4  # max |logit difference|; fp32 graphs land near 1e-6
@@ -56,7 +57,7 @@ def left_pad(prompts: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.nda
     return ids, mask, positions
 
 
-def check_cache(decoder: Decoder, tokens: np.ndarray) -> dict[str, Any]:
+def check_cache(decoder: Decoder, tokens: np.ndarray) -> contract.TokensChecked:
     """(c): one token at a time through the cache, from a zero-length past, vs one full pass."""
     n = min(CACHE_TOKENS, decoder.shape.context_length, len(tokens))
     ids = tokens[None, :n]  # (1, n)
@@ -65,10 +66,10 @@ def check_cache(decoder: Decoder, tokens: np.ndarray) -> dict[str, Any]:
     for t in range(n):  # past t, sequence 1
         step, cache = decoder.run(ids[:, t : t + 1], *_feed(ids[:, t : t + 1], t), cache)
         steps.append(step.copy())  # a decode step's logits may be a buffer the next step reuses
-    return {"tokens": n, "max_abs_diff": float(np.abs(np.concatenate(steps, axis=1) - full).max())}
+    return contract.TokensChecked(n, float(np.abs(np.concatenate(steps, axis=1) - full).max()))
 
 
-def check_batch(decoder: Decoder, tokens: np.ndarray, pad_id: int) -> dict[str, Any]:
+def check_batch(decoder: Decoder, tokens: np.ndarray, pad_id: int) -> contract.BatchCheck:
     """(d): a left-padded batch of 3 then cached decode steps (the text's next tokens) vs each row alone."""
     lengths = [min(L, decoder.shape.context_length - BATCH_DECODE_STEPS) for L in BATCH_PROMPT_LENGTHS]
     span = max(lengths) + BATCH_DECODE_STEPS
@@ -99,10 +100,10 @@ def check_batch(decoder: Decoder, tokens: np.ndarray, pad_id: int) -> dict[str, 
         worst = max(worst, float(np.abs(batched[0][row, -len(prompt):] - alone[0][0]).max()))
         for b, a in zip(batched[1:], alone[1:]):
             worst = max(worst, float(np.abs(b[row] - a[0]).max()))
-    return {"prompt_tokens": lengths, "decode_steps": BATCH_DECODE_STEPS, "max_abs_diff": worst}
+    return contract.BatchCheck(lengths, BATCH_DECODE_STEPS, worst)
 
 
-def check_prefill(model: Any, decoder: Decoder, tokens: np.ndarray) -> dict[str, Any]:
+def check_prefill(model: Any, decoder: Decoder, tokens: np.ndarray) -> contract.TokensChecked:
     """(a): a full context window (or all the text) through both, logits compared."""
     import torch
 
@@ -113,10 +114,10 @@ def check_prefill(model: Any, decoder: Decoder, tokens: np.ndarray) -> dict[str,
     with torch.inference_mode():
         theirs, _ = model(torch.from_numpy(ids), position_ids=torch.from_numpy(positions),
                           attention_mask=torch.from_numpy(mask))
-    return {"tokens": n, "max_abs_diff": float(np.abs(ours - theirs.numpy()).max())}
+    return contract.TokensChecked(n, float(np.abs(ours - theirs.numpy()).max()))
 
 
-def check_greedy(model: Any, generator: Any, tokens: np.ndarray) -> dict[str, Any]:
+def check_greedy(model: Any, generator: Any, tokens: np.ndarray) -> contract.GreedyCheck:
     """(b): the runtime's greedy generation (``generator`` is ``gptedge.runtime.load(...)``, the code
     users run) vs ``train.sample.greedy``, token for token, past the end-of-text token if it comes."""
     import torch
@@ -137,8 +138,7 @@ def check_greedy(model: Any, generator: Any, tokens: np.ndarray) -> dict[str, An
     first_diff = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
     if first_diff is None and len(ours) != len(theirs):
         first_diff = min(len(ours), len(theirs))
-    return {"prompt_tokens": len(prompt), "new_tokens": n, "identical": first_diff is None,
-            "first_difference": first_diff}
+    return contract.GreedyCheck(len(prompt), n, first_diff is None, first_diff)
 
 
 def run_gate(
@@ -146,7 +146,7 @@ def run_gate(
     text_description: str,
     tokens: np.ndarray,
     model: Any | None = None,
-) -> dict[str, Any]:
+) -> contract.ParityFigures:
     """Run the checks on the bundle's fp32 variant; return the figures or raise a UserError.
 
     ``model`` (a GPT in eval mode) enables the checks against PyTorch. Every check runs on the
@@ -154,40 +154,40 @@ def run_gate(
     the gate sees the graph exactly as users' generation does."""
     generator = runtime.load(bundle_dir, variant="fp32", provider="cpu")
     decoder = generator.decoder
-    figures: dict[str, Any] = {"text": text_description, "tolerance": TOLERANCE}
-    if model is not None:
-        figures["prefill"] = check_prefill(model, decoder, tokens)
-        figures["greedy"] = check_greedy(model, generator, tokens)
-    figures["cache"] = check_cache(decoder, tokens)
-    figures["batch"] = check_batch(decoder, tokens, generator.manifest.pad_token_id)
+    figures = contract.ParityFigures(
+        text=text_description,
+        tolerance=TOLERANCE,
+        prefill=check_prefill(model, decoder, tokens) if model is not None else None,
+        greedy=check_greedy(model, generator, tokens) if model is not None else None,
+        cache=check_cache(decoder, tokens),
+        batch=check_batch(decoder, tokens, generator.manifest.pad_token_id),
+    )
     failures = failed_checks(figures)
-    figures["passed"] = not failures
+    figures.passed = not failures
     if failures:
         raise UserError(f"parity gate failed: {'; '.join(failures)}; all figures: {summary(figures)}")
     return figures
 
 
-def failed_checks(figures: dict[str, Any]) -> list[str]:
+def failed_checks(figures: contract.ParityFigures) -> list[str]:
     out = []
     for check in ("prefill", "cache", "batch"):
-        if check in figures and not figures[check]["max_abs_diff"] <= TOLERANCE:  # NaN fails too
-            out.append(f"{check} max |diff| {figures[check]['max_abs_diff']:.2e} > {TOLERANCE:.0e}")
-    greedy = figures.get("greedy")
-    if greedy and not greedy["identical"]:
-        out.append(
-            f"greedy tokens differ from PyTorch's at token {greedy['first_difference']} of {greedy['new_tokens']}"
-        )
+        diff = getattr(figures, check).max_abs_diff if getattr(figures, check) is not None else 0.0
+        if not diff <= TOLERANCE:  # NaN fails too
+            out.append(f"{check} max |diff| {diff:.2e} > {TOLERANCE:.0e}")
+    greedy = figures.greedy
+    if greedy and not greedy.identical:
+        out.append(f"greedy tokens differ from PyTorch's at token {greedy.first_difference} of {greedy.new_tokens}")
     return out
 
 
-def summary(figures: dict[str, Any]) -> str:
+def summary(figures: contract.ParityFigures) -> str:
     """One line of the figures, for the terminal and for error messages."""
     parts = []
-    if "prefill" in figures:
-        parts.append(f"prefill {figures['prefill']['tokens']} tok max|diff| {figures['prefill']['max_abs_diff']:.1e}")
-    if "greedy" in figures:
-        g = figures["greedy"]
-        parts.append(f"greedy {g['new_tokens']} tok {'identical' if g['identical'] else 'DIFFERENT'}")
-    parts.append(f"cache vs full {figures['cache']['tokens']} tok max|diff| {figures['cache']['max_abs_diff']:.1e}")
-    parts.append(f"batch 3 vs 1 max|diff| {figures['batch']['max_abs_diff']:.1e}")
+    if figures.prefill is not None:
+        parts.append(f"prefill {figures.prefill.tokens} tok max|diff| {figures.prefill.max_abs_diff:.1e}")
+    if figures.greedy is not None:
+        parts.append(f"greedy {figures.greedy.new_tokens} tok {'identical' if figures.greedy.identical else 'DIFFERENT'}")
+    parts.append(f"cache vs full {figures.cache.tokens} tok max|diff| {figures.cache.max_abs_diff:.1e}")
+    parts.append(f"batch 3 vs 1 max|diff| {figures.batch.max_abs_diff:.1e}")
     return ", ".join(parts)

@@ -13,8 +13,9 @@ Safety: everything is checked before any work (the bundle, the fp32 graph's hash
 text, a variant already present); the new graph is converted in memory, loaded and run once by
 onnxruntime, written under a temporary name and renamed into place, and only then does a new
 manifest (``contract.write_manifest``, atomic) list it: the manifest is the commit point. A failure
-or a kill before it leaves the bundle as it was, at most with a stray file the manifest does not
-name, which the next run overwrites.
+or a kill before it leaves the bundle as it was, at most with a file the manifest does not name,
+which the next command that writes the bundle deletes (``writing``, which also holds the bundle's
+lock, so two quantize commands on one bundle run one after the other and both variants land).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import onnx
-from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from gptedge import atomic
-from gptedge.errors import UserError, write_error
+from gptedge.errors import UserError
+from gptedge.export.compat import oldest_onnxruntime
+from gptedge.export.writing import writing
 from gptedge.runtime import contract
 
 PRECISIONS = ("int8", "int4", "fp16", "int8-static")
@@ -58,7 +60,6 @@ PROVIDERS: dict[str, list[str]] = {
 # the order is the recommendation: int8 (within 0.1 % of fp32's perplexity on our models), then
 # int4 (smaller, as fast), then fp32; the QDQ graph is for NPUs and runs no faster than fp32 on a CPU.
 ORDER = ("int8", "int4", "fp32", "int8-static", "fp16")
-RECORD = "quantization"  # key of the per-variant settings in manifest.provenance
 TOOLS = ("onnxruntime", "onnx")
 
 
@@ -95,35 +96,41 @@ def quantize_bundle(
     force: bool = False,
     quiet: bool = False,
 ) -> list[QuantizeResult]:
-    """Add one variant per precision, each committed on its own; all checks run before any work."""
+    """Add one variant per precision, each committed on its own; all checks run before any work.
+    The bundle's lock is held throughout: a second quantize (or optimize, eval) waits, then adds
+    its own variant to the manifest this one committed."""
     bundle_dir = Path(bundle_dir)
-    manifest = contract.read_manifest(bundle_dir)
     for precision in precisions:
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-        if precision in manifest.variants and not force:
-            raise UserError(
-                f"{bundle_dir} already has the {precision} variant ({manifest.variants[precision].file}): "
-                f"pass --force to quantize it again"
-            )
-    fp32_path = contract.verify_variant(bundle_dir, manifest, "fp32")
     if text_file is not None and "int8-static" not in precisions:
         raise UserError("--text is calibration text for int8-static; the other precisions need none: leave it out")
-    tokens = calibration_tokens(bundle_dir, manifest, text_file) if "int8-static" in precisions else None
-    return [_add_variant(bundle_dir, fp32_path, precision, tokens, quiet) for precision in precisions]
+    contract.read_manifest(bundle_dir)  # not a bundle: said before taking its lock
+    with writing(bundle_dir, "quantize again"):
+        manifest = contract.read_manifest(bundle_dir)
+        for precision in precisions:
+            if precision in manifest.variants and not force:
+                raise UserError(
+                    f"{bundle_dir} already has the {precision} variant ({manifest.variants[precision].file}): "
+                    f"pass --force to quantize it again"
+                )
+        fp32_path = contract.verify_variant(bundle_dir, manifest, "fp32")
+        tokens = calibration_tokens(bundle_dir, manifest, text_file) if "int8-static" in precisions else None
+        return [_add_variant(bundle_dir, fp32_path, precision, tokens, quiet) for precision in precisions]
 
 
 def calibration_tokens(bundle_dir: Path, manifest: contract.Manifest, text_file: str | Path | None) -> np.ndarray:
     """Held-out text for int8-static: ``text_file``, or the held-out split of the default corpus
-    (as ``gptedge export`` chose it, from the training settings in the provenance when present)."""
-    from gptedge.export.heldout import heldout_text
+    (as ``gptedge export`` recorded the training split in the provenance)."""
+    from gptedge.export.heldout import Split, heldout_text
+    from gptedge.runtime.model import read_tokenizer
 
     if text_file is not None:
         path = Path(text_file)
         if path.is_file() and not path.read_bytes().strip():
             raise UserError(f"calibration text {text_file} is empty: give a file of held-out text, or leave out --text")
-    tokenizer = Tokenizer.from_file(str(bundle_dir / contract.TOKENIZER_FILE))
-    return heldout_text(manifest.provenance, tokenizer, text_file).tokens
+    tokenizer = read_tokenizer(bundle_dir, manifest)
+    return heldout_text(Split.of_bundle(manifest.provenance), tokenizer, text_file).tokens
 
 
 def _add_variant(
@@ -131,12 +138,12 @@ def _add_variant(
 ) -> QuantizeResult:
     manifest = contract.read_manifest(bundle_dir)  # as committed by the previous precision
     file = variant_file(precision)
-    steps = tqdm(total=4, desc=f"quantize {precision}", unit="step", disable=quiet, file=sys.stderr,
-                 bar_format="{desc}: {n}/{total} {postfix} [{elapsed}]")
-    try:
+    with tqdm(total=4, desc=f"quantize {precision}", unit="step", disable=quiet, file=sys.stderr,
+              bar_format="{desc}: {n}/{total} {postfix} [{elapsed}]") as steps:
         steps.set_postfix_str("convert")
         model, settings = convert(precision, fp32_path, manifest, tokens)
         meant_for = providers_for(precision, model, settings)
+        needs = oldest_onnxruntime(model)
         steps.update()
 
         steps.set_postfix_str("check")
@@ -154,22 +161,18 @@ def _add_variant(
         size, digest = contract.describe_file(bundle_dir, file)
         variant = contract.Variant(
             file=file, precision=precision, size_bytes=size, sha256=digest, cache_dtype=cache_dtype,
-            cache_layout=cache_layout, providers=meant_for,
+            cache_layout=cache_layout, providers=meant_for, min_onnxruntime=needs,
         )
         manifest.variants[precision] = variant
         manifest.variants = {k: manifest.variants[k] for k in sorted(manifest.variants, key=_order)}
-        manifest.provenance.setdefault(RECORD, {})[precision] = {
+        manifest.records().quantization[precision] = contract.QuantizationRecord(
             **settings,
-            "tools": {name: metadata.version(name) for name in TOOLS},
-            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
+            tools={name: metadata.version(name) for name in TOOLS},
+            created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        )
         contract.write_manifest(bundle_dir, manifest)
         steps.set_postfix_str("done")
         steps.update()
-    except OSError as e:
-        raise write_error(e, bundle_dir / file, "quantize again") from None
-    finally:
-        steps.close()
     fp32 = manifest.variants["fp32"]
     return QuantizeResult(bundle_dir, precision, variant, settings, fp32.size_bytes + fp32.data_size_bytes)
 

@@ -137,8 +137,10 @@ def locked(target: str | os.PathLike, waiting: Callable[[str], None] | None = No
     Two commands that write one bundle (export --force, optimize, quantize, eval) then run one
     after the other, and both results land. The lock is ``flock`` on a file beside the folder:
     the kernel drops it when its process dies, so a killed command's lock is simply free again.
-    Nested blocks in one process (``gptedge build`` running the stages) share the lock.
-    ``waiting`` is told once, in words, when another process holds it."""
+    The holder deletes the file when it is done (so no lock file stays behind); a waiter that
+    then holds a deleted file's lock tries again on the new one. Nested blocks in one process
+    (``gptedge build`` running the stages) share the lock. ``waiting`` is told once, in words,
+    when another process holds it."""
     path = lock_path(target).resolve()
     if path in _held:
         _held[path] += 1
@@ -153,15 +155,25 @@ def locked(target: str | os.PathLike, waiting: Callable[[str], None] | None = No
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, _usual_mode(0o666))
-    try:
+    told = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, _usual_mode(0o666))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
-            if waiting is not None:
+            if waiting is not None and not told:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
                 waiting(f"waiting for {holder}, which is writing {Path(target)}")
+                told = True
             fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder deleted this file as it finished: lock the current one
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"gptedge process {os.getpid()}\n".encode(), 0)
         _held[path] = 1
@@ -169,5 +181,7 @@ def locked(target: str | os.PathLike, waiting: Callable[[str], None] | None = No
             yield
         finally:
             del _held[path]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # still holding it: a waiter sees the deletion and retries
     finally:
         os.close(fd)  # releases the lock

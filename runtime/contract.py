@@ -2,29 +2,37 @@
 
 A bundle is a folder::
 
-    manifest.json    this file's schema (format_version, model shape, IO, variants, figures)
-    tokenizer.json   the byte-level BPE tokenizer (Hugging Face tokenizers format)
+    manifest.json    the dataclasses below (format_version, model shape, IO, files, variants, figures)
+    tokenizer.json   the byte-level BPE tokenizer (Hugging Face tokenizers format), hashed
     model.onnx       the fp32 graph (model.opt.onnx once fused by gptedge optimize); other variants
                      (model.int8.onnx, ...) sit beside it. Always find a variant's file in the manifest.
 
 Graph inputs and outputs are declared here as data, with the names onnxruntime-genai and optimum
-use, so the exporter builds them from this list and the runtime binds them from it.
+use, so the exporter builds them from this list and the runtime binds them from it. Every payload
+of the manifest is a dataclass here; ``read_manifest`` is the one reader (every field's type and
+range checked, one-line errors naming the field) and ``write_manifest`` the one writer. Every file
+the runtime reads is listed with its size and sha256, checked when it is first opened.
+
+Versions: ``format_version`` 2. A version-1 manifest (gptedge 0.1's) is migrated on read: its
+payloads had the same fields, it only lacks the tokenizer's hash (filled in the next time a command
+writes the bundle) and each variant's oldest onnxruntime (derived from its kind).
 Standard library only: a device reads bundles with nothing but this file.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from gptedge import atomic
+from gptedge import atomic, schema
 from gptedge.errors import UserError
+from gptedge.runtime.settings import GenerationSettings
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)  # 1 is migrated on read
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "int8-static")
@@ -69,6 +77,11 @@ class ModelShape:
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from schema.positive(self, "n_layer", "n_head", "n_embd", "vocab_size", "context_length")
+        if self.n_head > 0 and self.n_embd % self.n_head:
+            yield "n_embd", f"({self.n_embd}) must be divisible by n_head ({self.n_head})"
+
 
 # How a variant's graph holds the KV cache. Both read the same inputs with the same meaning
 # (left padding, attention_mask of width P + T, position_ids); they differ in the cache tensors:
@@ -106,6 +119,207 @@ def graph_outputs(
     return specs
 
 
+# ---------------------------------------------------------------------------------------------
+# Figures and records the stages write (read by the CLI, the pipeline, the demo and eval)
+
+
+@dataclass
+class VariantMetrics:
+    """``gptedge eval``'s figures for one variant (or for PyTorch, in ``EvalSettings.pytorch``)."""
+
+    perplexity: float | None = None
+    perplexity_vs_fp32_pct: float | None = None
+    max_abs_logit_diff: float | None = None
+    top1_agreement: float | None = None
+    greedy_agreement: float | None = None
+    size_vs_fp32: float | None = None
+    provider: str | None = None
+    load_s: float | None = None
+    ttft_ms: float | None = None
+    decode_tokens_per_s: float | None = None
+    decode_vs_fp32: float | None = None
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from schema.not_negative(self, "perplexity", "max_abs_logit_diff", "size_vs_fp32", "load_s",
+                                       "ttft_ms", "decode_tokens_per_s", "decode_vs_fp32")
+        for name in ("top1_agreement", "greedy_agreement"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                yield name, f"must be a fraction in [0, 1], not {value!r}"
+
+
+@dataclass
+class TokensChecked:
+    """One parity check: how many tokens, and the largest |logit difference|."""
+
+    tokens: int
+    max_abs_diff: float
+
+
+@dataclass
+class GreedyCheck:
+    prompt_tokens: int
+    new_tokens: int
+    identical: bool
+    first_difference: int | None = None
+
+
+@dataclass
+class BatchCheck:
+    prompt_tokens: list[int]
+    decode_steps: int
+    max_abs_diff: float
+
+
+@dataclass
+class ParityFigures:
+    """The export gate's figures (``gptedge export`` / ``verify``): onnxruntime against PyTorch
+    (prefill, greedy; only with the checkpoint) and against itself (cache vs full, batch vs rows)."""
+
+    text: str
+    tolerance: float
+    cache: TokensChecked
+    batch: BatchCheck
+    prefill: TokensChecked | None = None
+    greedy: GreedyCheck | None = None
+    passed: bool = False
+
+
+@dataclass
+class FusedParity:
+    """``gptedge optimize``'s check of the fused graph against the original."""
+
+    max_abs_logit_diff: float
+    tolerance: float
+    batch: int
+    left_padding: int
+    tokens_per_step: list[int]
+
+
+@dataclass
+class OptimizeRecord:
+    variant: str
+    file: str
+    sha256: str
+    from_file: str
+    from_sha256: str
+    size_bytes_before: int
+    size_bytes_after: int
+    fusions: dict[str, int]
+    attention: str
+    gelu: str
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    parity: FusedParity
+    tools: dict[str, str]
+
+
+@dataclass
+class QuantizationRecord:
+    """How ``gptedge quantize`` made one variant; the fields after ``method`` are those its
+    precision has (int8: reduce_range; int4: bits, block_size, ...; int8-static: calibration)."""
+
+    method: str
+    tools: dict[str, str]
+    created_at: str
+    token_embedding: str | None = None
+    position_embedding: str | None = None
+    reduce_range: bool | None = None
+    reduce_range_reason: str | None = None
+    bits: int | None = None
+    block_size: int | None = None
+    accuracy_level: int | None = None
+    output_head_bits: int | None = None
+    cache_dtype: str | None = None
+    logits_dtype: str | None = None
+    weights: str | None = None
+    activations: str | None = None
+    calibration: str | None = None
+    kept_float: str | None = None
+    npu_note: str | None = None
+
+
+@dataclass
+class Provenance:
+    """Where the bundle came from, and what each stage did to it since."""
+
+    checkpoint: str  # the folder's name only: no local paths in a bundle
+    checkpoint_step: int
+    parameters: int
+    weights_file: str
+    weights_sha256: str
+    exporter: str
+    opset: int
+    tools: dict[str, str]
+    exported_at: str
+    # The training split, so quantize and eval find the same held-out text export did.
+    corpus: str | None = None
+    holdout_fraction: float | None = None
+    split_seed: int | None = None
+    optimized: OptimizeRecord | None = None
+    quantization: dict[str, QuantizationRecord] = field(default_factory=dict)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from schema.not_negative(self, "checkpoint_step", "parameters")
+        yield from schema.sha256(self, "weights_sha256")
+        if self.holdout_fraction is not None and not 0 < self.holdout_fraction < 1:
+            yield "holdout_fraction", f"must be in (0, 1), not {self.holdout_fraction!r}"
+
+
+@dataclass
+class EvalSettings:
+    """How ``gptedge eval`` measured (the same for every variant), and PyTorch's own figures."""
+
+    text: str
+    windows: int
+    window_tokens: int
+    tokens_scored: int
+    quality_provider: str
+    prompts: int
+    rounds: int
+    prompt_tokens: int
+    new_tokens: int
+    threads: int | None
+    machine: str
+    gptedge: str
+    measured_at: str
+    pytorch: VariantMetrics | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and variants
+
+
+@dataclass
+class FileRecord:
+    """A file of the bundle the runtime reads, besides the graphs (the tokenizer)."""
+
+    file: str
+    size_bytes: int
+    sha256: str
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from schema.file_name(self, "file")
+        yield from schema.not_negative(self, "size_bytes")
+        yield from schema.sha256(self, "sha256")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """"1.32.0" -> (1, 32, 0); a suffix such as "1.24.0.dev2" or "+cu12" is ignored."""
+    parts = []
+    for part in version.split("+")[0].split("."):
+        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+# The oldest onnxruntime that runs each kind of graph gptedge writes (measured; README's table).
+# A variant records its own when it is made; these fill it in for version-1 manifests.
+OLDEST_ONNXRUNTIME = {"concat": "1.20", "shared": "1.32"}
+
+
 @dataclass
 class Variant:
     """One ONNX file of the bundle. ``metrics`` holds the eval harness's figures for it.
@@ -120,10 +334,31 @@ class Variant:
     cache_dtype: str = "float32"
     cache_layout: str = "concat"  # one of CACHE_LAYOUTS
     providers: list[str] = field(default_factory=lambda: ["cpu"])  # provider kinds it is meant for
-    metrics: dict[str, Any] = field(default_factory=dict)
+    min_onnxruntime: str = OLDEST_ONNXRUNTIME["concat"]  # the oldest onnxruntime that runs it
+    metrics: VariantMetrics | None = None
     data_file: str | None = None
     data_size_bytes: int = 0
     data_sha256: str = ""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from schema.file_name(self, "file", "data_file")
+        yield from schema.one_of(self, "precision", PRECISIONS)
+        yield from schema.one_of(self, "cache_layout", CACHE_LAYOUTS)
+        yield from schema.one_of(self, "cache_dtype", CACHE_DTYPES)
+        yield from schema.not_negative(self, "size_bytes", "data_size_bytes")
+        yield from schema.sha256(self, "sha256", "data_sha256")
+        if len(version_tuple(self.min_onnxruntime)) < 2:
+            yield "min_onnxruntime", f"must be a version such as \"1.20\", not {self.min_onnxruntime!r}"
+
+    def files(self) -> list[tuple[str, int, str]]:
+        """(file, size, sha256) of the graph and its external data, if any."""
+        out = [(self.file, self.size_bytes, self.sha256)]
+        if self.data_file:
+            out.append((self.data_file, self.data_size_bytes, self.data_sha256))
+        return out
+
+
+CACHE_DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -132,12 +367,13 @@ class Manifest:
     eos_token_id: int
     pad_token_id: int
     variants: dict[str, Variant]
+    tokenizer: FileRecord | None = None  # None only in a migrated version-1 manifest
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
-    sampling: dict[str, Any] = field(default_factory=dict)  # default generation settings
-    provenance: dict[str, Any] = field(default_factory=dict)  # source checkpoint, tool versions, time
-    parity: dict[str, Any] = field(default_factory=dict)  # the export gate's figures
-    eval: dict[str, Any] = field(default_factory=dict)  # harness settings shared by all variants
+    sampling: GenerationSettings = field(default_factory=GenerationSettings)  # default generation settings
+    provenance: Provenance | None = None  # source checkpoint, tool versions, each stage's record
+    parity: ParityFigures | None = None  # the export gate's figures
+    eval: EvalSettings | None = None  # harness settings shared by all variants
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -146,40 +382,70 @@ class Manifest:
         if not self.outputs:
             self.outputs = [s.name for s in graph_outputs(self.model)]
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        V = self.model.vocab_size
+        for name in ("eos_token_id", "pad_token_id"):
+            if not 0 <= getattr(self, name) < V:
+                yield name, f"must be a token id in 0..{V - 1}, not {getattr(self, name)!r}"
+        if not self.variants:
+            yield "variants", "is empty: a bundle needs at least its fp32 variant"
+        if self.inputs != [s.name for s in graph_inputs(self.model)]:
+            yield "inputs", "do not match the gptedge graph contract for this model shape"
+        if self.outputs != [s.name for s in graph_outputs(self.model)]:
+            yield "outputs", "do not match the gptedge graph contract for this model shape"
+        if self.format_version != FORMAT_VERSION:
+            yield "format_version", f"must be {FORMAT_VERSION} once read"
+
+    def records(self) -> Provenance:
+        """The provenance, where a stage adds its record: every exported bundle has one."""
+        if self.provenance is None:
+            raise UserError("the bundle's manifest has no provenance (it was not written by gptedge export): re-export it")
+        return self.provenance
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False) + "\n"
+        return json.dumps(schema.to_json(self), indent=2) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "manifest") -> "Manifest":
+    def from_dict(cls, d: Any, where: str = "manifest") -> "Manifest":
+        """Check and convert a parsed ``manifest.json`` (version 1 is migrated)."""
+        if not isinstance(d, dict):
+            raise UserError(f"{where} must hold a JSON object, not {type(d).__name__}: restore it or re-export the bundle")
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READS_VERSIONS:
+            newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
             raise UserError(
-                f"{where} has format_version {version!r}, this gptedge reads {FORMAT_VERSION}: "
-                f"re-export the model with this version of gptedge"
+                f"{where} has format_version {version!r}, this gptedge reads {' and '.join(map(str, READS_VERSIONS))}: "
+                + ("upgrade gptedge (pip install -U gptedge)" if newer else "re-export the model with this version of gptedge")
             )
+        if version == 1:
+            d = _migrate_v1(d)
         try:
-            model = ModelShape(**d["model"])
-            variants = {name: Variant(**v) for name, v in d["variants"].items()}
-            rest = {k: d[k] for k in ("inputs", "outputs", "sampling", "provenance", "parity", "eval") if k in d}
-            m = cls(model, int(d["eos_token_id"]), int(d["pad_token_id"]), variants, **rest)
-        except (KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{where} is malformed ({type(e).__name__}: {e}): re-export the bundle") from None
-        m.check_io()
-        return m
+            manifest = schema.from_json(cls, d)
+        except schema.SchemaError as e:
+            raise UserError(f"{where}: {e}: restore the file or re-export the bundle") from None
+        if version == FORMAT_VERSION and manifest.tokenizer is None:
+            raise UserError(f"{where}: tokenizer is missing (its file, size and sha256): restore the file or re-export the bundle")
+        return manifest
 
-    def check_io(self) -> None:
-        expected_in = [s.name for s in graph_inputs(self.model)]
-        expected_out = [s.name for s in graph_outputs(self.model)]
-        if self.inputs != expected_in or self.outputs != expected_out:
-            raise UserError("manifest IO names do not match the gptedge graph contract: re-export the bundle")
-        for name, v in self.variants.items():
-            if v.precision not in PRECISIONS:
-                raise UserError(f"variant {name!r} has unknown precision {v.precision!r}: expected one of {PRECISIONS}")
-            if v.cache_layout not in CACHE_LAYOUTS:
-                raise UserError(
-                    f"variant {name!r} has unknown cache layout {v.cache_layout!r}: expected one of "
-                    f"{CACHE_LAYOUTS}; re-export the bundle with this version of gptedge"
-                )
+
+def _migrate_v1(d: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 manifest as version 2: the same payloads, each variant's oldest onnxruntime
+    derived from its cache layout, empty payload dicts as absent, no tokenizer record yet."""
+    d = {**d, "format_version": FORMAT_VERSION}
+    for key in ("provenance", "parity", "eval", "sampling"):
+        if d.get(key) == {}:
+            del d[key]
+    if isinstance(d.get("variants"), dict):
+        variants = {}
+        for name, v in d["variants"].items():
+            if isinstance(v, dict):
+                v = {**v}
+                if v.get("metrics") == {}:
+                    del v["metrics"]
+                v.setdefault("min_onnxruntime", OLDEST_ONNXRUNTIME.get(v.get("cache_layout", "concat"), "1.20"))
+            variants[name] = v
+        d["variants"] = variants
+    return d
 
 
 def file_sha256(path: str | Path) -> str:
@@ -196,22 +462,42 @@ def describe_file(bundle_dir: str | Path, file: str) -> tuple[int, str]:
     return path.stat().st_size, file_sha256(path)
 
 
+def file_record(bundle_dir: str | Path, file: str) -> FileRecord:
+    return FileRecord(file, *describe_file(bundle_dir, file))
+
+
 def read_manifest(bundle_dir: str | Path) -> Manifest:
     """Read and validate ``manifest.json`` (not the hashes: see ``verify_variant``)."""
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST_FILE
     if not bundle_dir.is_dir():
+        if bundle_dir.exists():
+            raise UserError(f"{bundle_dir} is a file, not a bundle folder: point at the folder gptedge export wrote")
         raise UserError(f"bundle {bundle_dir} does not exist: export one with gptedge export or gptedge build")
     if not path.is_file():
         raise UserError(f"{bundle_dir} is not a gptedge bundle (no {MANIFEST_FILE}): point at a bundle folder")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}): re-export the bundle") from None
+        raise UserError(f"{path} is not valid JSON ({e}): restore it or re-export the bundle") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e}): check the file and its permissions") from None
     manifest = Manifest.from_dict(d, where=str(path))
     if not (bundle_dir / TOKENIZER_FILE).is_file():
         raise UserError(f"bundle {bundle_dir} has no {TOKENIZER_FILE}: re-export the bundle")
     return manifest
+
+
+def _check_file(bundle_dir: Path, what: str, file: str, size_bytes: int, sha256: str) -> None:
+    path = bundle_dir / file
+    if not path.is_file():
+        raise UserError(f"{what}: file {file} is missing from {bundle_dir}: re-create it (gptedge export, optimize or quantize)")
+    try:
+        size, digest = describe_file(bundle_dir, file)
+    except OSError as e:
+        raise UserError(f"{what}: cannot read {path} ({e.strerror or e}): check the file and its permissions") from None
+    if size != size_bytes or digest != sha256:
+        raise UserError(f"{what}: {file} does not match its manifest hash (modified or truncated): re-create it")
 
 
 def verify_variant(bundle_dir: str | Path, manifest: Manifest, name: str) -> Path:
@@ -220,30 +506,36 @@ def verify_variant(bundle_dir: str | Path, manifest: Manifest, name: str) -> Pat
     if name not in manifest.variants:
         raise UserError(f"bundle has no variant {name!r}: available are {', '.join(manifest.variants)}")
     v = manifest.variants[name]
-    files = [(v.file, v.size_bytes, v.sha256)]
-    if v.data_file:
-        files.append((v.data_file, v.data_size_bytes, v.data_sha256))
-    for file, size_bytes, sha256 in files:
-        if not (Path(bundle_dir) / file).is_file():
-            raise UserError(f"variant {name!r}: file {file} is missing from {bundle_dir}: re-create the variant")
-        size, digest = describe_file(bundle_dir, file)
-        if size != size_bytes or digest != sha256:
-            raise UserError(
-                f"variant {name!r}: {file} does not match its manifest hash (modified or truncated): "
-                f"re-create the variant"
-            )
+    for file, size_bytes, sha256 in v.files():
+        _check_file(Path(bundle_dir), f"variant {name!r}", file, size_bytes, sha256)
     return Path(bundle_dir) / v.file
 
 
+def verify_tokenizer(bundle_dir: str | Path, manifest: Manifest) -> Path:
+    """Check ``tokenizer.json`` against its hash (a version-1 manifest has none yet); return its path.
+    A tokenizer swapped for another model's would otherwise turn ids into the wrong text."""
+    t = manifest.tokenizer
+    if t is not None:
+        _check_file(Path(bundle_dir), "tokenizer", t.file, t.size_bytes, t.sha256)
+        return Path(bundle_dir) / t.file
+    return Path(bundle_dir) / TOKENIZER_FILE
+
+
 def read_bundle(bundle_dir: str | Path, verify: bool = True) -> Manifest:
-    """Read the manifest and, with ``verify``, check every variant's file against its hash."""
+    """Read the manifest and, with ``verify``, check every file (tokenizer, variants) against its hash."""
     manifest = read_manifest(bundle_dir)
     if verify:
+        verify_tokenizer(bundle_dir, manifest)
         for name in manifest.variants:
             verify_variant(bundle_dir, manifest, name)
     return manifest
 
 
 def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> None:
-    manifest.check_io()
+    """The one writer: the manifest is checked by the reader's rules, the tokenizer hashed if it
+    is not yet (a migrated version-1 bundle), and the file replaced atomically."""
+    if manifest.tokenizer is None:
+        manifest.tokenizer = file_record(bundle_dir, TOKENIZER_FILE)
+    manifest.format_version = FORMAT_VERSION
+    schema.check(manifest)  # a bug in a stage fails here, before anything is written
     atomic.write_text(Path(bundle_dir) / MANIFEST_FILE, manifest.to_json())

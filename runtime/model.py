@@ -22,18 +22,22 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 from tokenizers import Tokenizer
 
-from gptedge.errors import UserError
+from gptedge.errors import UserError, check_text
 from gptedge.runtime import contract, generation, providers
 from gptedge.runtime.generation import GenerationResult, Row
 from gptedge.runtime.settings import GenerationSettings
 from gptedge.runtime.session import Decoder
-from gptedge.runtime.text import StopStrings, StreamDecoder, token_bytes
+from gptedge.runtime.text import StopStrings, StreamDecoder, check_token_ids, token_bytes
 
 log = logging.getLogger("gptedge.runtime")
 
 Prompt = Union[str, Sequence[int]]
+# What onnxruntime raises for a graph it cannot load (bad protobuf, unknown op or input count, ...).
+_ORT_ERRORS = (_ort_state.Fail, _ort_state.InvalidArgument, _ort_state.InvalidGraph, _ort_state.InvalidProtobuf,
+               _ort_state.NoSuchFile, _ort_state.NotImplemented, _ort_state.RuntimeException)
 # Sessions in use, so that loading a variant again shares its weights. Weak: a session is freed
 # with the last Model that uses it, so a long process (a server, ``gptedge build``) does not keep
 # every variant it ever opened.
@@ -64,28 +68,51 @@ def load(
     decoder = _DECODERS.get(key)
     if decoder is None:
         contract.verify_variant(bundle_dir, manifest, name)
-        decoder = Decoder(
-            path,
-            manifest,
-            providers=providers.ep_list(chosen),
-            options=providers.session_options(threads, optimization, chosen.name),
-            device=chosen.device,
-        )
-        if (decoder.cache_layout, decoder.cache_dtype.name) != (entry.cache_layout, entry.cache_dtype):
-            raise UserError(
-                f"variant {name!r}: its graph has a {decoder.cache_layout} {decoder.cache_dtype.name} cache, the "
-                f"manifest says {entry.cache_layout} {entry.cache_dtype}: re-create the variant"
-            )
+        decoder = _open_decoder(path, manifest, name, chosen, threads, optimization)
         _DECODERS[key] = decoder
-    tokenizer = Tokenizer.from_file(str(bundle_dir / contract.TOKENIZER_FILE))
+    tokenizer = read_tokenizer(bundle_dir, manifest)
+    model = Model(decoder, tokenizer, manifest, name, chosen.name)
+    log.info("gptedge.runtime: %s", model.describe())
+    return model
+
+
+def _open_decoder(
+    path: Path, manifest: contract.Manifest, name: str, chosen: providers.Provider, threads: int | None, optimization: str
+) -> Decoder:
+    """The variant's session. A graph that passed its hash check can still be one onnxruntime
+    refuses (a damaged file whose hash was updated, another model's graph): that is the bundle's
+    fault, said in one line, not onnxruntime's stack."""
+    entry = manifest.variants[name]
+    options = providers.session_options(threads, optimization, chosen.name)
+    try:
+        decoder = Decoder(path, manifest, providers=providers.ep_list(chosen), options=options, device=chosen.device)
+    except _ORT_ERRORS as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"variant {name!r}: onnxruntime cannot load {entry.file} ({reason}): re-create the variant") from None
+    except KeyError as e:
+        raise UserError(f"variant {name!r}: {entry.file} has no input {e}: it is not this bundle's graph; re-create the variant") from None
+    if (decoder.cache_layout, decoder.cache_dtype.name) != (entry.cache_layout, entry.cache_dtype):
+        raise UserError(
+            f"variant {name!r}: its graph has a {decoder.cache_layout} {decoder.cache_dtype.name} cache, the "
+            f"manifest says {entry.cache_layout} {entry.cache_dtype}: re-create the variant"
+        )
+    return decoder
+
+
+def read_tokenizer(bundle_dir: str | Path, manifest: contract.Manifest) -> Tokenizer:
+    """The bundle's tokenizer, checked against its hash and against the model it must serve."""
+    path = contract.verify_tokenizer(bundle_dir, manifest)
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception for a damaged file
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read {path} ({reason}): the bundle's tokenizer is damaged; re-export the bundle") from None
     if tokenizer.get_vocab_size() > manifest.model.vocab_size:
         raise UserError(
             f"the bundle's tokenizer has {tokenizer.get_vocab_size()} tokens but the model only "
             f"{manifest.model.vocab_size}: the bundle mixes files of different models; re-export it"
         )
-    model = Model(decoder, tokenizer, manifest, name, chosen.name)
-    log.info("gptedge.runtime: %s", model.describe())
-    return model
+    return tokenizer
 
 
 @dataclass
@@ -95,10 +122,10 @@ class Model:
     manifest: contract.Manifest
     variant: str  # the variant chosen (its manifest key)
     provider: str  # the provider's short name
-    settings: GenerationSettings = field(init=False)  # defaults from the manifest's sampling dict
+    settings: GenerationSettings = field(init=False)  # defaults: the manifest's sampling
 
     def __post_init__(self) -> None:
-        self.settings = GenerationSettings.from_dict(self.manifest.sampling)
+        self.settings = self.manifest.sampling
         self._table = token_bytes(self.tokenizer, self.manifest.model.vocab_size)
 
     @property
@@ -110,10 +137,12 @@ class Model:
         return f"variant {self.variant!r} ({v.precision}, {v.file}) on {self.provider}"
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        if not isinstance(text, str):
+            raise UserError(f"encode got {type(text).__name__}: pass a string")
+        return self.tokenizer.encode(check_text(text, "the text"), add_special_tokens=False).ids
 
     def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids))
+        return self.tokenizer.decode(check_token_ids(token_ids, self.manifest.model.vocab_size))
 
     def generate(
         self,
@@ -126,8 +155,16 @@ class Model:
         ``settings`` replaces the bundle's defaults; keyword overrides change single fields,
         e.g. ``generate("Hi", temperature=0, max_new_tokens=20)``."""
         single = isinstance(prompts, str) or _is_token_list(prompts)
+        V = self.manifest.model.vocab_size
+        if not single and (
+            not isinstance(prompts, (list, tuple, np.ndarray))
+            or (len(prompts) > 0 and not any(isinstance(p, (str, list, tuple, np.ndarray)) for p in prompts))
+        ):  # ([] is an empty batch: no results)
+            _check_prompt(prompts, V)  # neither a prompt nor a list of prompts: say which types are
         batch = [prompts] if single else list(prompts)
         settings = self._settings(settings, overrides)
+        for p in batch:
+            _check_prompt(p, V)
         started = time.perf_counter()
         rows = [self._row(p, settings, live_text=bool(settings.stop)) for p in batch]
         for _ in self._run(rows, settings):
@@ -136,10 +173,17 @@ class Model:
         return results[0] if single else results
 
     def stream(self, prompt: Prompt, settings: GenerationSettings | None = None, **overrides: Any) -> "TextStream":
-        """Iterate over text pieces as they are generated; ``.result`` holds the full result after."""
+        """Iterate over text pieces as they are generated; ``.result`` holds the full result after.
+        A bad prompt or setting fails here, not at the first piece."""
+        _check_prompt(prompt, self.manifest.model.vocab_size)
         return TextStream(self, prompt, self._settings(settings, overrides))
 
     def _settings(self, settings: GenerationSettings | None, overrides: dict[str, Any]) -> GenerationSettings:
+        if settings is not None and not isinstance(settings, GenerationSettings):
+            raise UserError(
+                f"settings must be a GenerationSettings, not {type(settings).__name__}: pass single settings "
+                f"as keywords, e.g. generate(prompt, temperature=0)"
+            )
         return (settings or self.settings).replace(**overrides)
 
     def _run(self, rows: list[Row], settings: GenerationSettings) -> Iterator[tuple[int, str]]:
@@ -151,12 +195,9 @@ class Model:
         if isinstance(prompt, str):
             ids = self.encode(prompt)
         elif _is_token_list(prompt):
-            ids = [int(t) for t in prompt]
-            V = self.manifest.model.vocab_size
-            if any(not 0 <= t < V for t in ids):
-                raise UserError(f"prompt token ids must be in 0..{V - 1} for this model: check the ids")
+            ids = check_token_ids(prompt, self.manifest.model.vocab_size, "prompt token ids")
         else:
-            raise UserError(f"a prompt must be a string or a list of token ids, not {type(prompt).__name__}")
+            _check_prompt(prompt, self.manifest.model.vocab_size)
         if not ids:  # an empty prompt starts a new document, as in training
             ids = [self.manifest.eos_token_id]
         window = generation.window(ids, self.context_length)
@@ -189,6 +230,29 @@ class TextStream:
         for _, piece in m._run([row], self._settings):
             yield piece
         self.result = row.result(started)
+
+
+def _check_prompt(prompt: Any, vocab_size: int) -> None:
+    """A UserError unless ``prompt`` is valid text or a non-empty list of token ids of the model."""
+    if isinstance(prompt, str):
+        check_text(prompt, "the prompt")
+    elif _is_token_list(prompt):
+        check_token_ids(prompt, vocab_size, "prompt token ids")
+    else:
+        if isinstance(prompt, (bytes, bytearray)):
+            raise UserError("the prompt is bytes, not a string: decode it first, e.g. data.decode('utf-8')")
+        if isinstance(prompt, (list, tuple, np.ndarray)) and len(prompt) == 0:
+            raise UserError("the prompt is an empty list of token ids: pass at least one id, or '' for a new document")
+        raise UserError(f"the prompt is {_describe(prompt)}: pass a string or a list of integer token ids")
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, (list, tuple)) and x:
+        bad = next(t for t in x if not isinstance(t, (int, np.integer)) or isinstance(t, bool))
+        return f"a {type(x).__name__} holding {type(bad).__name__} ({bad!r:.40})"
+    if isinstance(x, np.ndarray):
+        return f"a {x.ndim}-D {x.dtype} array"
+    return f"of type {type(x).__name__}"
 
 
 def _is_token_list(x: Any) -> bool:

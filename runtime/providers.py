@@ -96,6 +96,15 @@ def choose(manifest: contract.Manifest, variant: str, provider: str) -> tuple[st
     """
     if variant != "auto" and variant not in manifest.variants:
         raise UserError(f"bundle has no variant {variant!r}: available are auto, {', '.join(manifest.variants)}")
+    runnable = [n for n, v in manifest.variants.items() if onnxruntime_runs(v)]
+    if variant != "auto" and variant not in runnable or not runnable:
+        name = variant if variant != "auto" else min(manifest.variants, key=lambda n: _needs(manifest.variants[n]))
+        needs = manifest.variants[name].min_onnxruntime
+        others = [n for n in runnable if n != name]
+        raise UserError(
+            f"variant {name!r} needs onnxruntime >= {needs}, this is onnxruntime {ort.__version__}: "
+            f"pip install -U 'onnxruntime>={needs}'" + (f", or pick --variant {' / '.join(others)}" if others else "")
+        )
     if provider != "auto":
         candidates = [resolve(provider)]
     else:
@@ -103,7 +112,7 @@ def choose(manifest: contract.Manifest, variant: str, provider: str) -> tuple[st
         candidates = [PROVIDERS[n] for n in AUTO_ORDER if n in have]
     for p in candidates:
         names = [variant] if variant != "auto" else _preference(manifest, p)
-        for name in names:
+        for name in (n for n in names if n in runnable):
             if suits(manifest.variants[name], p):
                 return name, p
     if variant != "auto":
@@ -117,6 +126,15 @@ def choose(manifest: contract.Manifest, variant: str, provider: str) -> tuple[st
         f"no variant of this bundle runs on {candidates[0].name}: "
         f"pick --provider from {', '.join(available())} or re-export with a variant for it"
     )
+
+
+def onnxruntime_runs(variant: contract.Variant) -> bool:
+    """Whether the installed onnxruntime is at least the oldest that runs the variant's graph."""
+    return _needs(variant) <= contract.version_tuple(ort.__version__)
+
+
+def _needs(variant: contract.Variant) -> tuple[int, ...]:
+    return contract.version_tuple(variant.min_onnxruntime)
 
 
 def _preference(manifest: contract.Manifest, provider: Provider) -> list[str]:

@@ -13,7 +13,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from gptedge.errors import UserError
+from gptedge.errors import UserError, check_text
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,13 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         stop = self.stop if self.stop is not None else ()
-        object.__setattr__(self, "stop", (stop,) if isinstance(stop, str) else tuple(stop))
+        if isinstance(stop, str):
+            stop = (stop,)
+        elif isinstance(stop, (list, tuple)):
+            stop = tuple(stop)
+        else:  # a number, bytes (a sequence of ints), a dict...: not what anyone means by stop strings
+            raise UserError(f"stop={stop!r} is invalid: use a string or a list of strings")
+        object.__setattr__(self, "stop", stop)
         self._check()
 
     def replace(self, **overrides: Any) -> "GenerationSettings":
@@ -43,13 +49,6 @@ class GenerationSettings:
                 f"{', '.join(f.name for f in dataclasses.fields(self))}"
             )
         return dataclasses.replace(self, **overrides)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GenerationSettings":
-        """Settings from a manifest's ``sampling`` dict (keys it does not know are ignored, so a
-        newer exporter's extra hints do not break an older runtime)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
     def _check(self) -> None:
         def bad(name: str, rule: str) -> UserError:
@@ -68,7 +67,11 @@ class GenerationSettings:
         if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
             raise bad("seed", "a whole number >= 0, or none")
         if not all(isinstance(s, str) for s in self.stop):
-            raise bad("stop", "a list of strings")
+            raise bad("stop", "a string or a list of strings")
+        for s in self.stop:
+            check_text(s, f"stop string {s!r}")
+        if not isinstance(self.ignore_eos, bool):
+            raise bad("ignore_eos", "True or False")
 
 
 def _is_int(x: Any) -> bool:

@@ -98,10 +98,10 @@ def test_table_and_manifest_figures(evaluated):
     assert "perplexity" in printed and "tok/s" in printed
     manifest = contract.read_bundle(evaluated.bundle, verify=True)  # still valid, hashes unchanged
     for name, v in manifest.variants.items():
-        assert v.metrics["perplexity"] == pytest.approx(report["entries"][name]["perplexity"])
-        assert v.metrics["size_vs_fp32"] == pytest.approx(report["entries"][name]["size_vs_fp32"])
-    assert manifest.eval["windows"] == report["settings"]["windows"]
-    assert manifest.eval["pytorch"]["perplexity"] == pytest.approx(report["entries"]["pytorch"]["perplexity"])
+        assert v.metrics.perplexity == pytest.approx(report["entries"][name]["perplexity"])
+        assert v.metrics.size_vs_fp32 == pytest.approx(report["entries"][name]["size_vs_fp32"])
+    assert manifest.eval.windows == report["settings"]["windows"]
+    assert manifest.eval.pytorch.perplexity == pytest.approx(report["entries"]["pytorch"]["perplexity"])
     assert not (evaluated.bundle / "eval").exists()  # --out was given
 
 

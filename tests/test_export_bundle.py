@@ -60,8 +60,8 @@ def test_force_replaces_a_bundle(reuse_trace, export_checkpoint, tiny_bundle, tm
     shutil.copytree(tiny_bundle, out)
     (out / "stale.txt").write_text("from the old bundle")
     result = bundle.export_bundle(export_checkpoint, out, force=True, quiet=True)
-    assert result.manifest.parity["passed"]
-    assert not (out / "stale.txt").exists() and contract.read_bundle(out).parity["passed"]
+    assert result.manifest.parity.passed
+    assert not (out / "stale.txt").exists() and contract.read_bundle(out).parity.passed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
@@ -90,7 +90,7 @@ def test_external_data_bundle(reuse_trace, export_checkpoint, tmp_path):
     result = bundle.export_bundle(export_checkpoint, out, external_data=True, quiet=True)
     fp32 = result.manifest.variants["fp32"]
     assert fp32.data_file == "model.onnx.data" and fp32.data_size_bytes > 20 * fp32.size_bytes
-    assert result.manifest.parity["passed"]
+    assert result.manifest.parity.passed
     manifest = contract.read_bundle(out)
     decoder = Decoder(out / "model.onnx", manifest)  # onnxruntime finds the data file beside the graph
     one_token = np.array([[3]]), np.ones((1, 1), np.int64), np.zeros((1, 1), np.int64)
@@ -113,7 +113,7 @@ def test_parity_text_from_a_file(reuse_trace, export_checkpoint, tmp_path, capsy
     text = tmp_path / "text.txt"
     text.write_text("\n\n".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog." for i in range(40)))
     result = bundle.export_bundle(export_checkpoint, tmp_path / "b", text_file=text, quiet=True)
-    assert result.manifest.parity["text"].startswith("text.txt")
+    assert result.manifest.parity.text.startswith("text.txt")
 
 
 def test_bundle_is_readable_like_any_new_folder(tiny_bundle):

@@ -59,7 +59,7 @@ def test_tied_matrix_is_stored_once(onnx_model, tiny_bundle, gpt):
     tables = [t for t in onnx_model.graph.initializer if sorted(t.dims) == sorted([c.vocab_size, c.n_embd])]
     assert len(tables) == 1
     unique_bytes = 4 * gpt.num_params()  # counts the tied matrix once
-    assert contract.read_bundle(tiny_bundle).provenance["parameters"] == gpt.num_params()
+    assert contract.read_bundle(tiny_bundle).provenance.parameters == gpt.num_params()
     size = (tiny_bundle / "model.onnx").stat().st_size
     # Equal-valued constants (e.g. untrained LayerNorm weights) may be stored once, hence 0.95.
     assert 0.95 * unique_bytes <= size <= 1.05 * unique_bytes  # a second copy would add 4 * V * C

@@ -17,6 +17,7 @@ from gptedge.cli import main
 from gptedge.errors import UserError
 from gptedge.export import fuse_attention, graph, optimize, tied_embedding
 from gptedge.export.bundle import fp32_variant
+from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.parity import check_batch
 from gptedge.runtime import contract
 from gptedge.runtime.session import Decoder
@@ -30,7 +31,7 @@ def _rewrite_fp32(bundle: Path, edit) -> None:
     model = onnx.load(str(bundle / manifest.variants["fp32"].file))
     edit(model)
     files = graph.save(model, bundle / manifest.variants["fp32"].file)
-    manifest.variants["fp32"] = fp32_variant(bundle, files)
+    manifest.variants["fp32"] = fp32_variant(bundle, files, oldest_onnxruntime(model))
     contract.write_manifest(bundle, manifest)
 
 
@@ -48,16 +49,16 @@ def optimized(tmp_path_factory, tiny_bundle) -> tuple[Path, str]:
 def test_op_counts_show_the_fusions(optimized, tiny_bundle):
     bundle, printed = optimized
     manifest = contract.read_bundle(bundle)  # hashes of every variant verified
-    record = manifest.provenance[optimize.RECORD]
+    record = manifest.provenance.optimized
     n_layer = manifest.model.n_layer
-    before, after = record["ops_before"], record["ops_after"]
+    before, after = record.ops_before, record.ops_after
     assert before.get("LayerNormalization") == 2 * n_layer + 1 and "com.microsoft.SkipLayerNormalization" not in before
     assert after.get("com.microsoft.SkipLayerNormalization") == 2 * n_layer + 1 and "LayerNormalization" not in after
     assert after.get("com.microsoft.BiasGelu") == n_layer and "Gelu" not in after  # the test model's GELU is exact
     assert after.get("com.microsoft.GroupQueryAttention") == n_layer and "Softmax" not in after
     assert "com.microsoft.MultiHeadAttention" not in after
     assert before.get("Split") == n_layer and "Split" not in after  # q, k, v go in packed
-    assert record["attention"].endswith(f"shared cache in {n_layer} of {n_layer} layers")
+    assert record.attention.endswith(f"shared cache in {n_layer} of {n_layer} layers")
     assert sum(after.values()) < sum(before.values()) / 2
     assert "com.microsoft.GroupQueryAttention" in printed and "op type" in printed and "parity" in printed
     model = onnx.load(str(bundle / manifest.variants["fp32"].file))
@@ -93,8 +94,8 @@ def test_optimized_bundle_matches_the_original(optimized, tiny_bundle):
     from gptedge import runtime
 
     bundle, _ = optimized
-    record = contract.read_bundle(bundle).provenance[optimize.RECORD]
-    assert record["parity"]["max_abs_logit_diff"] <= 1e-4 and record["parity"]["left_padding"] > 0
+    record = contract.read_bundle(bundle).provenance.optimized
+    assert record.parity.max_abs_logit_diff <= 1e-4 and record.parity.left_padding > 0
     prompt = [5, 17, 42, 7, 99]
     settings = dict(max_new_tokens=24, temperature=0.0, ignore_eos=True)
     ours = runtime.load(bundle, variant="fp32", provider="cpu").generate(prompt, **settings).token_ids
@@ -103,7 +104,7 @@ def test_optimized_bundle_matches_the_original(optimized, tiny_bundle):
     manifest = contract.read_bundle(bundle)
     decoder = Decoder(bundle / manifest.variants["fp32"].file, manifest)
     tokens = np.random.default_rng(1).integers(2, manifest.model.vocab_size, 200)
-    assert check_batch(decoder, tokens, manifest.pad_token_id)["max_abs_diff"] <= 1e-4
+    assert check_batch(decoder, tokens, manifest.pad_token_id).max_abs_diff <= 1e-4
 
 
 def test_second_run_is_a_no_op(optimized, capsys):
@@ -183,8 +184,8 @@ def test_tanh_gelu_keeps_its_form(tiny_bundle, tmp_path):
     assert optimize.gelu_forms(wrong.model) == {"exact"}  # the known trap, caught by the check
 
     result = optimize.optimize_bundle(bundle, quiet=True)
-    assert result.record["gelu"] == "tanh" and "com.microsoft.BiasGelu" not in result.record["ops_after"]
-    assert result.record["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert result.record.gelu == "tanh" and "com.microsoft.BiasGelu" not in result.record.ops_after
+    assert result.record.parity.max_abs_logit_diff <= 1e-4
     contract.read_bundle(bundle)
 
 
@@ -194,7 +195,7 @@ def test_external_data_bundle_keeps_its_layout(tiny_bundle, tmp_path):
     shutil.copytree(tiny_bundle, bundle)
     manifest = contract.read_bundle(bundle)
     files = graph.save(onnx.load(str(bundle / "model.onnx")), bundle / "model.onnx", external_data=True)
-    manifest.variants["fp32"] = fp32_variant(bundle, files)
+    manifest.variants["fp32"] = fp32_variant(bundle, files, manifest.variants["fp32"].min_onnxruntime)
     contract.write_manifest(bundle, manifest)
 
     optimize.optimize_bundle(bundle, quiet=True)

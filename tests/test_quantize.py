@@ -39,10 +39,10 @@ def test_every_variant_is_listed_with_its_file_hash_and_providers(quantized_bund
     assert manifest.variants["fp16"].providers == ["cuda", "directml", "webgpu"]
     assert manifest.variants["fp16"].cache_dtype == "float16"
     assert "qnn" in manifest.variants["int8-static"].providers and "nnapi" in manifest.variants["int8-static"].providers
-    record = manifest.provenance[quantize.RECORD]
+    record = manifest.provenance.quantization
     assert set(record) == {"int8", "int4", "fp16", "int8-static"}
-    assert (record["int8"]["reduce_range"], record["int8"]["reduce_range_reason"]) == reduce_range()
-    assert record["int4"]["block_size"] == 32 and record["int4"]["accuracy_level"] == 4
+    assert (record["int8"].reduce_range, record["int8"].reduce_range_reason) == reduce_range()
+    assert record["int4"].block_size == 32 and record["int4"].accuracy_level == 4
 
 
 @pytest.mark.parametrize("name", ["fp32", "int8", "int4", "int8-static"])
@@ -155,8 +155,8 @@ def test_calibration_from_a_text_file(bundle, tmp_path):
     text = tmp_path / "calibration.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 40)
     assert main(["quantize", str(bundle), "--to", "int8-static", "--text", str(text), "-q"]) == 0
-    record = contract.read_bundle(bundle).provenance[quantize.RECORD]["int8-static"]
-    assert "windows of 64 tokens" in record["calibration"]
+    record = contract.read_bundle(bundle).provenance.quantization["int8-static"]
+    assert "windows of 64 tokens" in record.calibration
 
 
 def test_a_failed_conversion_leaves_the_bundle_untouched(bundle, monkeypatch):
@@ -218,4 +218,4 @@ def test_quantize_after_optimize(bundle):
         assert (out.argmax(-1) == logits["fp32"].argmax(-1)).mean() >= 0.9, name
     # Made from the optimized graph, the QDQ variant keeps onnxruntime-only ops: listed for the CPU only.
     assert manifest.variants["int8-static"].providers == ["cpu"]
-    assert "before gptedge optimize" in manifest.provenance["quantization"]["int8-static"]["npu_note"]
+    assert "before gptedge optimize" in manifest.provenance.quantization["int8-static"].npu_note

@@ -79,4 +79,3 @@ def test_settings_reject_bad_values_with_one_line():
     with pytest.raises(UserError, match="unknown generation setting"):
         GenerationSettings().replace(temprature=0)
     assert GenerationSettings(stop="\n").stop == ("\n",)
-    assert GenerationSettings.from_dict({"temperature": 0, "future_hint": 1}).temperature == 0
