@@ -315,9 +315,14 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-# The oldest onnxruntime that runs each kind of graph gptedge writes (measured; README's table).
-# A variant records its own when it is made; these fill it in for version-1 manifests.
-OLDEST_ONNXRUNTIME = {"concat": "1.20", "shared": "1.32"}
+# The oldest onnxruntime that runs each kind of graph gptedge writes (measured; the README's table).
+# A variant records its own when it is made (``export.compat``); for a version-1 manifest, which
+# does not, the rule by layout and precision: GroupQueryAttention's 17th input needs 1.32, the
+# int4 graph's 8-bit token table 1.23, the rest (IR version 10) 1.18.
+def oldest_onnxruntime(precision: str, cache_layout: str) -> str:
+    if cache_layout == "shared":
+        return "1.32"
+    return "1.23" if precision == "int4" else "1.18"
 
 
 @dataclass
@@ -334,7 +339,7 @@ class Variant:
     cache_dtype: str = "float32"
     cache_layout: str = "concat"  # one of CACHE_LAYOUTS
     providers: list[str] = field(default_factory=lambda: ["cpu"])  # provider kinds it is meant for
-    min_onnxruntime: str = OLDEST_ONNXRUNTIME["concat"]  # the oldest onnxruntime that runs it
+    min_onnxruntime: str = "1.18"  # the oldest onnxruntime that runs it (export.compat)
     metrics: VariantMetrics | None = None
     data_file: str | None = None
     data_size_bytes: int = 0
@@ -442,7 +447,7 @@ def _migrate_v1(d: dict[str, Any]) -> dict[str, Any]:
                 v = {**v}
                 if v.get("metrics") == {}:
                     del v["metrics"]
-                v.setdefault("min_onnxruntime", OLDEST_ONNXRUNTIME.get(v.get("cache_layout", "concat"), "1.20"))
+                v.setdefault("min_onnxruntime", oldest_onnxruntime(str(v.get("precision")), str(v.get("cache_layout"))))
             variants[name] = v
         d["variants"] = variants
     return d
