@@ -1,7 +1,9 @@
 """Write files and folders so that a crash or a kill never leaves a half-written result.
 
 Everything is first written under a temporary name in the same folder (same file system), then
-renamed into place; ``os.replace`` is atomic on POSIX and Windows.
+renamed into place; ``os.replace`` is atomic on POSIX and Windows. A kill -9 can still leave the
+temporary entry: ``remove_leftovers`` deletes those (only these names), and ``locked`` makes sure
+no live writer's entry is taken, since two writers of one checkpoint or bundle wait for each other.
 """
 
 from __future__ import annotations
