@@ -222,6 +222,12 @@ def parity(original: Decoder, fused: Decoder, seed: int = 0) -> contract.FusedPa
 # The command
 
 
+def is_optimized(manifest: contract.Manifest) -> bool:
+    """Whether the fp32 variant is still the graph ``optimize`` wrote (its record names its hash)."""
+    record = manifest.provenance.optimized if manifest.provenance else None
+    return record is not None and VARIANT in manifest.variants and record.sha256 == manifest.variants[VARIANT].sha256
+
+
 def optimized_name(file: str) -> str:
     """The fused graph's file name: never the current one, so the manifest is the commit point."""
     return Path(file).name.removesuffix(".onnx") + OPTIMIZED_SUFFIX
@@ -235,9 +241,8 @@ def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResu
         manifest = contract.read_manifest(bundle)
         path = contract.verify_variant(bundle, manifest, VARIANT)  # missing or tampered: refused here
         variant = manifest.variants[VARIANT]
-        record = manifest.provenance.optimized if manifest.provenance else None
-        if record is not None and record.sha256 == variant.sha256:
-            return OptimizeResult(bundle, False, record)
+        if is_optimized(manifest):
+            return OptimizeResult(bundle, False, manifest.records().optimized)
         new_file = bundle / optimized_name(variant.file)
         with tqdm(total=4, desc="optimize", unit="step", disable=quiet, file=sys.stderr,
                   bar_format="{desc}: {n}/{total} {postfix} [{elapsed}]") as steps:

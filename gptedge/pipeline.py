@@ -29,12 +29,15 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from gptedge import paths
 from gptedge.cli import require
 from gptedge.errors import UserError
 from gptedge.train.config import PRESETS  # torch-free, like every cli module's imports
+
+if TYPE_CHECKING:
+    from gptedge.train.checkpoint_config import CheckpointConfig
 
 
 @dataclass
@@ -72,16 +75,16 @@ class Stage:
 
 
 def train_done(b: Build) -> str | None:
-    from gptedge.train.checkpoint import read_config
+    from gptedge.train.checkpoint_config import read_config
 
     if b.from_checkpoint is not None:
         info = read_config(b.from_checkpoint)  # a one-line error if it is not a checkpoint
-        return f"using {b.from_checkpoint} (step {info.get('step', '?')})"
+        return f"using {b.from_checkpoint} (step {info.step})"
     info = _checkpoint_info(b)
     if info is None:
         return None
-    step = int(info.get("step", 0))
-    target = b.steps if b.steps is not None else int(info["train"]["steps"])
+    step = info.step
+    target = b.steps if b.steps is not None else info.train.steps
     if step < target:
         return None  # train resumes it, and checks the corpus and settings itself
     _check_same_run(b, info)
@@ -95,13 +98,13 @@ def run_train(b: Build) -> None:
     train(b.corpus, b.out, preset=b.preset, steps=b.steps, overrides=b.overrides, resume=resume, quiet=b.quiet)
 
 
-def _checkpoint_info(b: Build) -> dict[str, Any] | None:
-    from gptedge.train.checkpoint import CONFIG_FILE, read_config
+def _checkpoint_info(b: Build) -> CheckpointConfig | None:
+    from gptedge.train.checkpoint_config import CONFIG_FILE, read_config
 
     return read_config(b.checkpoint) if (b.checkpoint / CONFIG_FILE).is_file() else None
 
 
-def _check_same_run(b: Build, info: dict[str, Any]) -> None:
+def _check_same_run(b: Build, info: CheckpointConfig) -> None:
     """A finished checkpoint is reused only by the build that made it: same corpus, preset and
     settings. (The corpus is compared by name; train compares contents when it resumes.)"""
     from gptedge.train.corpus import DEFAULT_CORPUS_NAME
@@ -109,8 +112,8 @@ def _check_same_run(b: Build, info: dict[str, Any]) -> None:
 
     resolve_settings(b.preset, b.steps, b.overrides)  # an unknown or invalid setting: train's own error
     asked = {"corpus": DEFAULT_CORPUS_NAME if b.corpus is None else str(b.corpus), "preset": b.preset, **b.overrides}
-    stored = {"corpus": info.get("corpus", {}).get("name"), "preset": info.get("preset"),
-              **info.get("model", {}), **info.get("train", {})}
+    stored = {"corpus": info.corpus.name if info.corpus else None, "preset": info.preset,
+              **info.model.to_dict(), **info.train.to_dict()}
     for key, value in asked.items():
         if value != stored.get(key):
             raise UserError(
@@ -121,7 +124,7 @@ def _check_same_run(b: Build, info: dict[str, Any]) -> None:
 
 def export_done(b: Build) -> str | None:
     from gptedge.runtime import contract
-    from gptedge.train.checkpoint import read_config
+    from gptedge.train.checkpoint_config import read_config
 
     if not b.bundle.exists():
         return None
@@ -129,8 +132,9 @@ def export_done(b: Build) -> str | None:
         manifest = contract.read_bundle(b.bundle)  # the format and every file's hash
     except UserError:
         return None  # damaged: export again (export_bundle replaces only a folder that is a bundle)
-    weights = b.checkpoint / read_config(b.checkpoint)["weights"]
-    if "fp32" not in manifest.variants or manifest.provenance.get("weights_sha256") != contract.file_sha256(weights):
+    weights = b.checkpoint / read_config(b.checkpoint).weights
+    if "fp32" not in manifest.variants or manifest.provenance is None \
+            or manifest.provenance.weights_sha256 != contract.file_sha256(weights):
         return None  # from another checkpoint, or an earlier step of this one
     return f"{b.bundle} was exported from this checkpoint and its files match their hashes"
 
@@ -146,8 +150,7 @@ def optimize_done(b: Build) -> str | None:
     from gptedge.runtime import contract
 
     manifest = contract.read_manifest(b.bundle)
-    record = manifest.provenance.get(optimize.RECORD)
-    if isinstance(record, dict) and record.get("sha256") == manifest.variants[optimize.VARIANT].sha256:
+    if optimize.is_optimized(manifest):
         return "the fp32 graph is already fused"
     return None
 
@@ -182,7 +185,7 @@ def eval_done(b: Build) -> str | None:
     from gptedge.runtime import contract
 
     variants = contract.read_manifest(b.bundle).variants
-    if all(v.metrics for v in variants.values()) and _eval_report(b).is_file():
+    if all(v.metrics is not None for v in variants.values()) and _eval_report(b).is_file():
         return "every variant has its figures"
     return None
 
@@ -247,9 +250,9 @@ def build(
 
 
 def _checkpoint_preset(checkpoint: Path) -> str:
-    from gptedge.train.checkpoint import read_config
+    from gptedge.train.checkpoint_config import read_config
 
-    return str(read_config(checkpoint).get("preset") or "custom")
+    return read_config(checkpoint).preset or "custom"
 
 
 def _say(b: Build, line: str) -> None:
