@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import sync_playwright
 
+pytestmark = pytest.mark.browser
+
 from fixtures_demo import DemoServer, start_server, stop_server
 
 CHROMIUM = "/usr/bin/chromium"

@@ -15,6 +15,8 @@ from gptedge.errors import UserError
 from gptedge.pipeline import STAGES, build, parse_setting
 from gptedge.runtime import contract
 
+pytestmark = pytest.mark.slow  # the whole pipeline
+
 STEPS = 12
 SETTINGS = {**TEST_MODEL, "seq_len": 32, "batch_size": 4, "warmup_steps": 2, "eval_interval": STEPS,
             "eval_batches": 2, "checkpoint_interval": STEPS}

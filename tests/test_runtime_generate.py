@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import gptedge.runtime
+from blockers import BLOCK_HEAVY
 from gptedge.errors import UserError
 from gptedge.runtime import contract, providers
 from gptedge.runtime.model import Model
@@ -244,18 +245,11 @@ def test_cli_generate_streams_and_reports(tiny_bundle, capsys):
     assert "unknown provider 'nope'" in capsys.readouterr().err
 
 
-BLOCK_TORCH = textwrap.dedent("""
-    import sys
-    class Blocker:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "onnx", "onnxscript"):
-                raise ImportError("this test forbids importing " + name)
-    sys.meta_path.insert(0, Blocker())
-""")
+
 
 
 def test_runtime_runs_where_importing_torch_fails(bundle):
-    script = BLOCK_TORCH + textwrap.dedent(f"""
+    script = BLOCK_HEAVY + textwrap.dedent(f"""
         import json
         import gptedge.runtime
         model = gptedge.runtime.load({str(bundle)!r}, threads=1)

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gptedge.train.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow  # torchrun
 
 
 def test_torchrun_two_processes(tmp_path):
@@ -21,11 +25,11 @@ def test_torchrun_two_processes(tmp_path):
     assert done.stdout.count("held-out loss") == 1  # only rank 0 reports
 
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint")
-    assert ckpt.step == 12 and ckpt.metrics["processes"] == 2
+    assert ckpt.step == 12 and ckpt.metrics.processes == 2
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 13))  # one writer, no duplicates
     assert [r["step"] for r in rows if "val_loss" in r] == [0, 6, 12]
-    assert ckpt.metrics["val_loss"] < ckpt.metrics["start_val_loss"]
+    assert ckpt.metrics.val_loss < ckpt.metrics.start_val_loss
 
 
 def test_torchrun_bad_input_stops_every_process(tmp_path):

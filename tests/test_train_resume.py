@@ -8,13 +8,15 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from fixtures_model import TEST_MODEL
 from gptedge.train.checkpoint import load_checkpoint, read_config
-from gptedge.train.config import TrainConfig
 from gptedge.train.optim import lr_at
 from gptedge.train.trainer import train
+
+pytestmark = pytest.mark.slow  # real training runs, killed and resumed
 
 SETTINGS = {**TEST_MODEL, "seq_len": 32, "batch_size": 8, "warmup_steps": 5, "checkpoint_interval": 5,
             "eval_interval": 20, "lr": 2e-3, "dropout": 0.1}  # dropout: its random masks must resume too
@@ -48,7 +50,7 @@ def test_kill_then_resume_equals_uninterrupted(tmp_path):
     rows = log_rows(run)
     steps = [r["step"] for r in rows if "loss" in r]
     assert steps == list(range(1, STEPS + 1))  # no step lost or repeated
-    cfg = TrainConfig.from_dict(read_config(resumed)["train"])
+    cfg = read_config(resumed).train
     assert [r["lr"] for r in rows if "loss" in r][killed_at] == lr_at(killed_at, cfg)
 
     a, b = load_checkpoint(whole).model.state_dict(), load_checkpoint(resumed).model.state_dict()

@@ -1,0 +1,117 @@
+"""A numpy stand-in for ``runtime.session.Decoder``, so the generation loop is tested in
+milliseconds, with no torch, no onnxruntime session and no trained model.
+
+It keeps the decoder's contract to the letter and checks the caller keeps it too: both cache
+layouts (``concat`` returns a longer cache each step; ``shared`` writes into C preallocated slots
+and refuses slot C), the attention mask's width equals the slots in use, and a row's real tokens
+carry positions 0, 1, 2, ... in slot order. Its logits are a deterministic function of the real
+tokens a position sees (``next_token``), so "a padded row computes what it computes alone" and
+"after a slide the model computes exactly the window" are checkable by recomputing by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from gptedge.runtime import contract
+from gptedge.runtime.model import Model
+
+EOS, PAD = "<|endoftext|>", "<|pad|>"
+
+
+def next_token_rule(vocab_size: int) -> Callable[[tuple[int, ...]], int]:
+    """The default "model": the next token depends on every token seen and on how many there are."""
+    return lambda seen: (sum((i + 1) * t for i, t in enumerate(seen)) * 7 + len(seen)) % vocab_size
+
+
+@dataclass
+class FakeCache:
+    """Per row, the tokens and positions in each slot; ``width`` slots in use."""
+
+    tokens: np.ndarray  # (B, slots)
+    positions: np.ndarray  # (B, slots)
+    width: int = 0
+    shared: bool = False
+
+
+@dataclass
+class FakeDecoder:
+    shape: contract.ModelShape
+    cache_layout: str = "concat"
+    next_token: Callable[[tuple[int, ...]], int] | None = None
+    run_seconds: float = 0.0
+    calls: list[tuple[int, int]] = field(default_factory=list)  # (batch, tokens) per run
+
+    def __post_init__(self) -> None:
+        self.next_token = self.next_token or next_token_rule(self.shape.vocab_size)
+
+    def empty_cache(self, batch: int) -> FakeCache:
+        if self.cache_layout == "shared":
+            C = self.shape.context_length
+            return FakeCache(np.zeros((batch, C), np.int64), np.zeros((batch, C), np.int64), shared=True)
+        return FakeCache(np.zeros((batch, 0), np.int64), np.zeros((batch, 0), np.int64))
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, cache: FakeCache):
+        B, T = input_ids.shape
+        P = cache.width
+        assert attention_mask.shape == (B, P + T), f"mask {attention_mask.shape} for past {P} + {T} new"
+        if P + T > self.shape.context_length:
+            raise ValueError(f"the cache holds {self.shape.context_length} positions, not {P + T}")
+        self.calls.append((B, T))
+        if cache.shared:  # written in place, like onnxruntime into the bound buffers
+            cache.tokens[:, P : P + T], cache.positions[:, P : P + T] = input_ids, position_ids
+            cache.width = P + T
+            out = cache
+        else:  # a new, longer cache
+            out = FakeCache(np.concatenate([cache.tokens, input_ids], axis=1),
+                            np.concatenate([cache.positions, position_ids], axis=1), P + T)
+        V = self.shape.vocab_size
+        logits = np.zeros((B, T, V), np.float32)
+        for b in range(B):
+            real = np.flatnonzero(attention_mask[b])
+            for t in range(T):
+                seen = real[real <= P + t]
+                if not len(seen):  # a padding slot: its output is never read
+                    continue
+                assert list(out.positions[b, seen]) == list(range(len(seen))), "positions must count the real tokens"
+                choice = self.next_token(tuple(int(x) for x in out.tokens[b, seen]))
+                logits[b, t] = -((np.arange(V) - choice) % V)  # highest at ``choice``, then its neighbours
+        return logits, out
+
+
+def byte_tokenizer() -> Tokenizer:
+    """A byte-level tokenizer with no merges: 256 byte tokens, then end-of-text and padding."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet, key=lambda c: _byte_of(c)))}
+    vocab[EOS], vocab[PAD] = 256, 257
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([EOS, PAD])
+    return tok
+
+
+def _byte_of(char: str) -> int:
+    """The byte a ByteLevel alphabet character stands for (GPT-2's printable remapping)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            mapping[chr(b)] = b
+        else:
+            mapping[chr(256 + extra)] = b
+            extra += 1
+    return mapping[char]
+
+
+def fake_model(cache_layout: str = "concat", context_length: int = 32,
+               next_token: Callable[[tuple[int, ...]], int] | None = None) -> Model:
+    """A ``runtime.Model`` over the fake decoder and the byte tokenizer (vocabulary 258)."""
+    shape = contract.ModelShape(n_layer=1, n_head=1, n_embd=8, vocab_size=258, context_length=context_length)
+    variant = contract.Variant("fake.onnx", "fp32", 0, "", cache_layout=cache_layout)
+    manifest = contract.Manifest(shape, eos_token_id=256, pad_token_id=257, variants={"fake": variant})
+    return Model(FakeDecoder(shape, cache_layout, next_token), byte_tokenizer(), manifest, "fake", "cpu")
