@@ -56,9 +56,9 @@ from tqdm import tqdm
 from gptedge.errors import UserError
 from gptedge.export import fuse_attention, graph, shared_cache
 from gptedge.export.compat import oldest_onnxruntime
-from gptedge.export.parity import left_pad
 from gptedge.export.writing import writing
 from gptedge.runtime import contract
+from gptedge.runtime.padding import left_pad
 from gptedge.runtime.session import Decoder
 
 TOLERANCE = 1e-4  # max |logit difference| between the original and the fused graph

@@ -28,6 +28,7 @@ import numpy as np
 from gptedge import runtime
 from gptedge.errors import UserError
 from gptedge.runtime import contract
+from gptedge.runtime.padding import left_pad
 from gptedge.runtime.session import Decoder
 
 TOLERANCE = 1e-4  # max |logit difference|; fp32 graphs land near 1e-6
@@ -42,19 +43,6 @@ def _feed(ids: np.ndarray, past: int) -> tuple[np.ndarray, np.ndarray]:
     """attention_mask (B, P + T) of ones and position_ids (B, T) counting on from the past."""
     B, T = ids.shape
     return np.ones((B, past + T), dtype=np.int64), np.tile(np.arange(past, past + T, dtype=np.int64), (B, 1))
-
-
-def left_pad(prompts: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """input_ids, attention_mask and position_ids (each (B, T)) for prompts padded on the left.
-    Positions count real tokens only, so a row's tokens sit at the positions they have alone."""
-    T = max(len(p) for p in prompts)
-    ids = np.full((len(prompts), T), pad_id, dtype=np.int64)
-    mask = np.zeros((len(prompts), T), dtype=np.int64)
-    for row, p in enumerate(prompts):
-        ids[row, T - len(p):] = p
-        mask[row, T - len(p):] = 1
-    positions = np.clip(mask.cumsum(-1) - 1, 0, None)
-    return ids, mask, positions
 
 
 def check_cache(decoder: Decoder, tokens: np.ndarray) -> contract.TokensChecked:

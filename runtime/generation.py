@@ -33,6 +33,7 @@ from typing import Iterator
 
 import numpy as np
 
+from gptedge.runtime.padding import left_pad
 from gptedge.runtime.sampling import Sampler
 from gptedge.runtime.settings import GenerationSettings
 from gptedge.runtime.session import Cache, Decoder
@@ -143,15 +144,9 @@ class Batch:
         """Prefill: left-pad the rows' tokens into one (B, width) batch and run it through the model."""
         self.decoder = decoder
         self.rows = rows
-        C = decoder.shape.context_length
-        B, width = len(rows), max(len(r.tokens) for r in rows)
-        pad = np.array([width - len(r.tokens) for r in rows], dtype=np.int64)[:, None]  # (B, 1)
-        slots = np.arange(C, dtype=np.int64)[None, :]  # (1, C)
-        self.mask = (slots >= pad).astype(np.int64)  # (B, C)
-        self.positions = np.maximum(slots - pad, 0)  # (B, C); padding sits at position 0
-        ids = np.full((B, width), pad_id, dtype=np.int64)
-        for b, row in enumerate(rows):
-            ids[b, pad[b, 0] :] = row.tokens
+        # (B, width) ids; (B, C) mask and positions, for every slot the cache will hold
+        ids, self.mask, self.positions = left_pad([r.tokens for r in rows], pad_id, decoder.shape.context_length)
+        B, width = ids.shape
         cache: Cache = decoder.empty_cache(B)
         chunk = max(1, PREFILL_LOGITS // (B * decoder.shape.vocab_size))
         for start in range(0, width, chunk):

@@ -12,8 +12,9 @@ import torch
 from gptedge.cli import main
 from gptedge.errors import UserError
 from gptedge.export import bundle, graph, parity
-from gptedge.export.heldout import heldout_text
+from gptedge.export.heldout import Split, heldout_text
 from gptedge.runtime import contract
+from gptedge.runtime.padding import left_pad
 from gptedge.runtime.settings import GenerationSettings
 from gptedge.train import checkpoint
 from gptedge.train.model import CausalSelfAttention, attention_bias
@@ -22,23 +23,25 @@ from gptedge.train.model import CausalSelfAttention, attention_bias
 def test_export_passes_the_gate_and_records_figures(tiny_bundle, export_checkpoint):
     m = contract.read_bundle(tiny_bundle)
     p = m.parity
-    assert p["passed"] is True and p["tolerance"] == parity.TOLERANCE
-    assert p["prefill"]["tokens"] == m.model.context_length  # a whole window
-    assert p["prefill"]["max_abs_diff"] <= 1e-5  # fp32 lands near 1e-7
-    assert p["cache"]["max_abs_diff"] <= 1e-5 and p["batch"]["max_abs_diff"] <= 1e-5
-    g = p["greedy"]
-    assert g["identical"] and g["first_difference"] is None
-    assert g["new_tokens"] == min(parity.GREEDY_TOKENS, m.model.context_length - g["prompt_tokens"])
-    assert p["batch"]["prompt_tokens"] == list(parity.BATCH_PROMPT_LENGTHS)
-    assert "held-out" in p["text"]
+    assert p.passed is True and p.tolerance == parity.TOLERANCE
+    assert p.prefill.tokens == m.model.context_length  # a whole window
+    assert p.prefill.max_abs_diff <= 1e-5  # fp32 lands near 1e-7
+    assert p.cache.max_abs_diff <= 1e-5 and p.batch.max_abs_diff <= 1e-5
+    g = p.greedy
+    assert g.identical and g.first_difference is None
+    assert g.new_tokens == min(parity.GREEDY_TOKENS, m.model.context_length - g.prompt_tokens)
+    assert p.batch.prompt_tokens == list(parity.BATCH_PROMPT_LENGTHS)
+    assert "held-out" in p.text
     prov = m.provenance
-    assert prov["checkpoint"] == export_checkpoint.name and prov["opset"] == graph.OPSET
+    assert prov.checkpoint == export_checkpoint.name and prov.opset == graph.OPSET
     info = checkpoint.read_config(export_checkpoint)
-    assert prov["weights_sha256"] == contract.file_sha256(export_checkpoint / info["weights"])
-    assert set(prov["tools"]) >= {"torch", "onnx", "onnxscript", "onnxruntime"}
-    assert prov["exported_at"].endswith("+00:00")
+    assert prov.weights_sha256 == contract.file_sha256(export_checkpoint / info.weights)
+    assert set(prov.tools) >= {"torch", "onnx", "onnxscript", "onnxruntime"}
+    assert prov.exported_at.endswith("+00:00")
+    assert (prov.holdout_fraction, prov.split_seed) == (info.train.holdout_fraction, info.train.seed)
     assert (m.eos_token_id, m.pad_token_id) == (0, 1)
-    assert GenerationSettings.from_dict(m.sampling) == GenerationSettings()
+    assert m.sampling == GenerationSettings()
+    assert m.tokenizer.sha256 == contract.file_sha256(tiny_bundle / "tokenizer.json")
     assert sorted(p.name for p in tiny_bundle.iterdir()) == ["manifest.json", "model.onnx", "tokenizer.json"]
 
 
@@ -100,17 +103,17 @@ def test_gate_catches_a_graph_that_differs_from_pytorch(export_checkpoint, tiny_
     table.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(table) * np.float32(1.01), table.name))
     graph.save(model, stage / "model.onnx")
     m = contract.read_bundle(stage, verify=False)
-    m.variants["fp32"] = bundle.fp32_variant(stage, [stage / "model.onnx"])
+    m.variants["fp32"] = bundle.fp32_variant(stage, [stage / "model.onnx"], m.variants["fp32"].min_onnxruntime)
     contract.write_manifest(stage, m)
     tok = bundle.load_tokenizer(ckpt.tokenizer_path, ckpt.config.vocab_size)
-    text = heldout_text(ckpt.info, tok)
+    text = heldout_text(Split.of_checkpoint(ckpt.info), tok)
     with pytest.raises(UserError, match=r"parity gate failed: prefill max \|diff\| [0-9.e+-]+ > 1e-04") as e:
         parity.run_gate(stage, text.description, text.tokens, ckpt.model)
     assert "cache max" not in str(e.value) and "batch max" not in str(e.value)  # the graph agrees with itself
 
 
 def test_left_pad_positions_count_real_tokens():
-    ids, mask, positions = parity.left_pad([np.array([5, 6, 7]), np.array([8])], pad_id=1)
+    ids, mask, positions = left_pad([np.array([5, 6, 7]), np.array([8])], pad_id=1)
     assert ids.tolist() == [[5, 6, 7], [1, 1, 8]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]

@@ -76,7 +76,7 @@ def test_zero_length_past_and_single_token_steps(tiny_bundle, gpt, batch):
     with torch.inference_mode():
         want, _ = gpt(torch.from_numpy(ids))  # (B, 9, V), no cache
     cache = decoder.empty_cache(batch)
-    assert cache[0].shape == (batch, nh, 0, hs)
+    assert cache.host()[0].shape == (batch, nh, 0, hs)
     T = 6
     positions = np.tile(np.arange(T), (batch, 1))
     logits, cache = decoder.run(ids[:, :T], np.ones((batch, T), np.int64), positions, cache)
@@ -85,5 +85,5 @@ def test_zero_length_past_and_single_token_steps(tiny_bundle, gpt, batch):
     for t in range(T, 9):
         logits, cache = decoder.run(ids[:, t : t + 1], np.ones((batch, t + 1), np.int64), np.full((batch, 1), t), cache)
         assert logits.shape == (batch, 1, manifest.model.vocab_size)
-        assert all(c.shape == (batch, nh, t + 1, hs) for c in cache)
+        assert all(c.shape == (batch, nh, t + 1, hs) for c in cache.host())
         np.testing.assert_allclose(logits[:, 0], want[:, t].numpy(), atol=1e-4)

@@ -72,7 +72,7 @@ def test_fp16_graph_runs_with_a_float16_cache(quantized_bundle):
     logits, cache = decoder.run(ids, np.ones((1, 3), np.int64), np.arange(3)[None], decoder.empty_cache(1))
     logits, cache = decoder.run(ids[:, :1], np.ones((1, 4), np.int64), np.array([[3]]), cache)
     assert logits.dtype == np.float32 and logits.shape == (1, 1, manifest.model.vocab_size)
-    assert all(c.dtype == np.float16 and c.shape[2] == 4 for c in cache)
+    assert all(c.dtype == np.float16 and c.shape[2] == 4 for c in cache.host())
 
 
 def test_tied_token_matrix_is_stored_once(quantized_bundle):
