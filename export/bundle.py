@@ -2,13 +2,14 @@
 
 The bundle (see ``runtime.contract``) is built in a hidden temporary folder beside OUT_DIR, checked
 by the parity gate, and only then renamed to OUT_DIR. A failed gate, a full disk or Ctrl-C leaves
-no bundle and no temporary folder; an existing OUT_DIR is replaced only with ``force``, and only
-if it is a bundle itself.
+no bundle and no temporary folder (a kill -9 leaves one, which the next export to OUT_DIR deletes);
+an existing OUT_DIR is replaced only with ``force``, and only if it is a bundle itself. The
+bundle's lock is held throughout (``writing``), so an optimize or quantize of the old bundle
+finishes before it is replaced.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import shutil
 import sys
@@ -16,17 +17,19 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
 import gptedge
 from gptedge import atomic
-from gptedge.errors import UserError, write_error
+from gptedge.errors import UserError
 from gptedge.export import graph, parity
-from gptedge.export.heldout import heldout_text
-from gptedge.runtime import contract
+from gptedge.export.compat import oldest_onnxruntime
+from gptedge.export.heldout import Split, corpus_name, heldout_text
+from gptedge.export.writing import writing
+from gptedge.runtime import contract, records
+from gptedge.runtime.model import read_tokenizer
 from gptedge.runtime.settings import GenerationSettings
 from gptedge.train.checkpoint import Checkpoint, load_checkpoint
 from gptedge.train.tokenizer import special_ids
@@ -71,24 +74,28 @@ def load_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
     return tok
 
 
-def provenance(ckpt: Checkpoint) -> dict[str, Any]:
-    weights = ckpt.path / ckpt.info["weights"]
-    return {
-        "checkpoint": ckpt.path.resolve().name,  # the folder name only: no local paths in a bundle
-        "checkpoint_step": ckpt.step,
-        "parameters": ckpt.model.num_params(),  # the tied matrix once: fp32 file ~ 4 bytes each
-        "weights_file": weights.name,
-        "weights_sha256": contract.file_sha256(weights),
-        "exporter": "torch.onnx.export(dynamo=True)",
-        "opset": graph.OPSET,
-        "tools": {"gptedge": gptedge.__version__, **{name: metadata.version(name) for name in TOOLS}},
-        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+def provenance(ckpt: Checkpoint) -> records.Provenance:
+    weights = ckpt.weights_path
+    return records.Provenance(
+        checkpoint=ckpt.path.resolve().name,  # the folder name only: no local paths in a bundle
+        checkpoint_step=ckpt.step,
+        parameters=ckpt.model.num_params(),  # the tied matrix once: fp32 file ~ 4 bytes each
+        weights_file=weights.name,
+        weights_sha256=contract.file_sha256(weights),
+        exporter="torch.onnx.export(dynamo=True)",
+        opset=graph.OPSET,
+        tools={"gptedge": gptedge.__version__, **{name: metadata.version(name) for name in TOOLS}},
+        exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        corpus=corpus_name(ckpt.info),
+        holdout_fraction=ckpt.train.holdout_fraction,
+        split_seed=ckpt.train.seed,
+    )
 
 
-def fp32_variant(bundle_dir: Path, files: list[Path]) -> contract.Variant:
+def fp32_variant(bundle_dir: Path, files: list[Path], needs: str) -> contract.Variant:
     size, digest = contract.describe_file(bundle_dir, files[0].name)
-    variant = contract.Variant(file=files[0].name, precision="fp32", size_bytes=size, sha256=digest)
+    variant = contract.Variant(file=files[0].name, precision="fp32", size_bytes=size, sha256=digest,
+                               min_onnxruntime=needs)
     if len(files) > 1:  # weights in ONNX external data
         variant.data_file = files[1].name
         variant.data_size_bytes, variant.data_sha256 = contract.describe_file(bundle_dir, files[1].name)
@@ -110,60 +117,59 @@ def export_bundle(
     ckpt = load_checkpoint(checkpoint_dir)
     tokenizer = load_tokenizer(ckpt.tokenizer_path, ckpt.config.vocab_size)
     eos_id, pad_id = special_ids(tokenizer)
-    text = heldout_text(ckpt.info, tokenizer, text_file)  # a bad --text fails before any work
-    steps = tqdm(total=3, desc="export", disable=quiet, file=sys.stderr,
-                 bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}]{postfix}")
-    try:
-        with atomic.staged_dir(out_dir, replace=force) as stage:
-            steps.set_postfix_str("trace")
-            model_proto = graph.trace(ckpt.model)
-            steps.update()
+    text = heldout_text(Split.of_checkpoint(ckpt.info), tokenizer, text_file)  # a bad --text fails before any work
+    with writing(out_dir, "export again"), tqdm(total=3, desc="export", disable=quiet, file=sys.stderr,
+                                                 bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}]{postfix}") as steps:
+        check_output_dir(out_dir, force)  # again, under the lock: another export may have written it meanwhile
+        try:
+            with atomic.staged_dir(out_dir, replace=force) as stage:
+                steps.set_postfix_str("trace")
+                model_proto = graph.trace(ckpt.model)
+                steps.update()
 
-            steps.set_postfix_str("save")
-            files = graph.save(model_proto, stage / MODEL_FILE, external_data)
-            del model_proto  # the weights' in-memory copy: free it before the gate loads them again
-            shutil.copyfile(ckpt.tokenizer_path, stage / contract.TOKENIZER_FILE)
-            manifest = contract.Manifest(
-                model=graph.model_shape(ckpt.model),
-                eos_token_id=eos_id,
-                pad_token_id=pad_id,
-                variants={"fp32": fp32_variant(stage, files)},
-                sampling=dataclasses.asdict(GenerationSettings()),  # the runtime's defaults
-                provenance=provenance(ckpt),
-            )
-            contract.write_manifest(stage, manifest)  # the gate loads the bundle as users will
-            steps.update()
+                steps.set_postfix_str("save")
+                files = graph.save(model_proto, stage / MODEL_FILE, external_data)
+                needs = oldest_onnxruntime(model_proto)
+                del model_proto  # the weights' in-memory copy: free it before the gate loads them again
+                shutil.copyfile(ckpt.tokenizer_path, stage / contract.TOKENIZER_FILE)
+                manifest = contract.Manifest(
+                    model=graph.model_shape(ckpt.model),
+                    eos_token_id=eos_id,
+                    pad_token_id=pad_id,
+                    variants={"fp32": fp32_variant(stage, files, needs)},
+                    tokenizer=contract.file_record(stage, contract.TOKENIZER_FILE),
+                    sampling=GenerationSettings(),  # the runtime's defaults
+                    provenance=provenance(ckpt),
+                )
+                contract.write_manifest(stage, manifest)  # the gate loads the bundle as users will
+                steps.update()
 
-            steps.set_postfix_str("verify")
-            manifest.parity = parity.run_gate(stage, text.description, text.tokens, ckpt.model)
-            contract.write_manifest(stage, manifest)
-            steps.set_postfix_str("done")
-            steps.update()
-    except FileExistsError:
-        raise UserError(f"{out_dir} appeared while exporting: choose another output folder or pass --force") from None
-    except OSError as e:
-        raise write_error(e, out_dir, "export again") from None
-    finally:
-        steps.close()
+                steps.set_postfix_str("verify")
+                manifest.parity = parity.run_gate(stage, text.description, text.tokens, ckpt.model)
+                contract.write_manifest(stage, manifest)
+                steps.set_postfix_str("done")
+                steps.update()
+        except FileExistsError:
+            raise UserError(f"{out_dir} appeared while exporting: choose another output folder or pass --force") from None
     return ExportResult(out_dir, manifest, time.perf_counter() - start)
 
 
 def verify_bundle(
     bundle_dir: str | Path, checkpoint_dir: str | Path | None = None, text_file: str | Path | None = None
-) -> dict[str, Any]:
+) -> records.ParityFigures:
     """Hashes and format (``contract.read_bundle``), then the parity gate: all four checks with a
     checkpoint, the graph's own checks (cache, batch) without one."""
     manifest = contract.read_bundle(bundle_dir)
-    tokenizer = load_tokenizer(Path(bundle_dir) / contract.TOKENIZER_FILE, manifest.model.vocab_size)
+    tokenizer = read_tokenizer(bundle_dir, manifest)
     if checkpoint_dir is None:
-        text = heldout_text({}, tokenizer, text_file)
+        text = heldout_text(Split.of_bundle(manifest.provenance), tokenizer, text_file)
         return parity.run_gate(bundle_dir, text.description, text.tokens)
     ckpt = load_checkpoint(checkpoint_dir)
-    weights_sha256 = contract.file_sha256(ckpt.path / ckpt.info["weights"])
-    if manifest.provenance.get("weights_sha256") not in (None, weights_sha256):
+    weights_sha256 = contract.file_sha256(ckpt.weights_path)
+    if manifest.provenance is not None and manifest.provenance.weights_sha256 != weights_sha256:
         raise UserError(
             f"{bundle_dir} was not exported from {checkpoint_dir} (its weights differ from the bundle's "
             f"source): pass the checkpoint it came from"
         )
-    text = heldout_text(ckpt.info, tokenizer, text_file)
+    text = heldout_text(Split.of_checkpoint(ckpt.info), tokenizer, text_file)
     return parity.run_gate(bundle_dir, text.description, text.tokens, ckpt.model)

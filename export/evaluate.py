@@ -35,20 +35,23 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-from tokenizers import Tokenizer
 from tqdm import tqdm
 
 import gptedge
 from gptedge import atomic
 from gptedge.errors import UserError
-from gptedge.runtime import contract, providers
+from gptedge.export.writing import writing
+from gptedge.runtime import contract, providers, records
 from gptedge.runtime.generation import PREFILL_LOGITS
 from gptedge.runtime.session import Decoder
+
+if TYPE_CHECKING:  # annotations only
+    from gptedge.train.checkpoint_config import CheckpointConfig
 
 PROMPTS = 4  # greedy continuations per variant
 ROUNDS = 2  # times each prompt is generated, for the speed figures
@@ -124,19 +127,35 @@ def evaluate_bundle(
     new_tokens: int = 128,
     quiet: bool = False,
 ) -> EvalResult:
-    from gptedge.export.heldout import heldout_text
-
     bundle_dir = Path(bundle_dir)
+    contract.read_manifest(bundle_dir)  # not a bundle: said before taking its lock
+    with writing(bundle_dir, "eval again"):  # no optimize or quantize changes the files meanwhile
+        return _evaluate(bundle_dir, text_file, checkpoint_dir, out_dir, provider, threads, new_tokens, quiet)
+
+
+def _evaluate(
+    bundle_dir: Path,
+    text_file: str | Path | None,
+    checkpoint_dir: str | Path | None,
+    out_dir: str | Path | None,
+    provider: str,
+    threads: int | None,
+    new_tokens: int,
+    quiet: bool,
+) -> EvalResult:
+    from gptedge.export.heldout import Split, heldout_text
+    from gptedge.runtime.model import read_tokenizer
+
     out_dir = Path(out_dir) if out_dir is not None else bundle_dir / "eval"
-    manifest = contract.read_bundle(bundle_dir)  # every variant's hash is checked here
+    manifest = contract.read_bundle(bundle_dir)  # every file's hash is checked here
     if "fp32" not in manifest.variants:
         raise UserError(f"{bundle_dir} has no fp32 variant to measure against: re-export the bundle")
     if provider != "auto":
         providers.resolve(provider)  # an unknown or missing provider fails before any work
     options = providers.session_options(threads)
-    info = _checkpoint_info(checkpoint_dir, manifest) if checkpoint_dir else manifest.provenance
-    tokenizer = Tokenizer.from_file(str(bundle_dir / contract.TOKENIZER_FILE))
-    text = heldout_text(info, tokenizer, text_file)
+    info = _checkpoint_info(checkpoint_dir, manifest) if checkpoint_dir else None
+    split = Split.of_checkpoint(info) if info is not None else Split.of_bundle(manifest.provenance)
+    text = heldout_text(split, read_tokenizer(bundle_dir, manifest), text_file)
     shape = manifest.model
     windows = full_windows(text.tokens, shape.context_length)
     prompts, n_new = greedy_prompts(text.tokens, shape.context_length, new_tokens)
@@ -191,13 +210,13 @@ def _compare(entries: dict[str, dict[str, Any]], quality: dict[str, dict[str, fl
             entry["decode_vs_fp32"] = entry["decode_tokens_per_s"] / fp32_run["decode_tokens_per_s"]
 
 
-def _checkpoint_info(checkpoint_dir: str | Path, manifest: contract.Manifest) -> dict[str, Any]:
+def _checkpoint_info(checkpoint_dir: str | Path, manifest: contract.Manifest) -> CheckpointConfig:
     """The checkpoint's config.json, refusing one the bundle was not exported from."""
-    from gptedge.train.checkpoint import read_config
+    from gptedge.train.checkpoint_config import read_config
 
     info = read_config(checkpoint_dir)
-    digest = contract.file_sha256(Path(checkpoint_dir) / info["weights"])
-    if manifest.provenance.get("weights_sha256") not in (None, digest):
+    digest = contract.file_sha256(Path(checkpoint_dir) / info.weights)
+    if manifest.provenance is not None and manifest.provenance.weights_sha256 != digest:
         raise UserError(
             f"the bundle was not exported from {checkpoint_dir} (its weights differ from the bundle's source): "
             f"pass the checkpoint it came from"
@@ -307,9 +326,9 @@ def _quality(
 class _PyTorch:
     """The checkpoint as the harness's extra engine (torch imported only here)."""
 
-    def __init__(self, path: Path, info: dict[str, Any]) -> None:
+    def __init__(self, path: Path, info: CheckpointConfig) -> None:
         self.path = path
-        self.weights = path / info["weights"]
+        self.weights = path / info.weights
         self.model = None
         self.load_s = 0.0
 
@@ -475,10 +494,7 @@ def _write_reports(report: dict[str, Any], out_dir: Path) -> list[Path]:
     return paths
 
 
-METRIC_KEYS = (
-    "perplexity", "perplexity_vs_fp32_pct", "max_abs_logit_diff", "top1_agreement", "greedy_agreement",
-    "size_vs_fp32", "provider", "load_s", "ttft_ms", "decode_tokens_per_s", "decode_vs_fp32",
-)
+METRIC_KEYS = tuple(f.name for f in fields(records.VariantMetrics))  # what goes into the manifest
 
 
 def _write_metrics(bundle_dir: Path, report: dict[str, Any]) -> None:
@@ -488,8 +504,11 @@ def _write_metrics(bundle_dir: Path, report: dict[str, Any]) -> None:
     for name, entry in report["entries"].items():
         variant = manifest.variants.get(name)
         if variant is not None and variant.sha256 == entry.get("sha256"):
-            variant.metrics = {k: entry[k] for k in METRIC_KEYS if entry.get(k) is not None}
-    manifest.eval = dict(report["settings"])
-    if PYTORCH in report["entries"]:
-        manifest.eval[PYTORCH] = {k: report["entries"][PYTORCH][k] for k in METRIC_KEYS if report["entries"][PYTORCH].get(k) is not None}
+            variant.metrics = _metrics(entry)
+    pytorch = report["entries"].get(PYTORCH)
+    manifest.eval = records.EvalSettings(**report["settings"], pytorch=_metrics(pytorch) if pytorch else None)
     contract.write_manifest(bundle_dir, manifest)
+
+
+def _metrics(entry: dict[str, Any]) -> records.VariantMetrics:
+    return records.VariantMetrics(**{k: entry[k] for k in METRIC_KEYS if entry.get(k) is not None})

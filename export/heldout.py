@@ -11,15 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from gptedge.errors import UserError
+from gptedge.runtime.records import Provenance
 from gptedge.train.config import TrainConfig
 from gptedge.train.corpus import DEFAULT_CORPUS_NAME, load_documents, split_documents
 from gptedge.train.tokenizer import encode_documents
+
+if TYPE_CHECKING:
+    from gptedge.train.checkpoint_config import CheckpointConfig
 
 # The gate needs a prompt, a continuation and a few batched prompts: shorter text cannot test it.
 MIN_TOKENS = 48
@@ -31,22 +35,42 @@ class HeldOutText:
     tokens: np.ndarray  # (N,) int64, documents separated by the end-of-text token
 
 
-def trained_on_default(info: dict[str, Any]) -> bool:
-    """Whether config.json says the checkpoint was trained on the embedded default corpus."""
-    corpus = info.get("corpus") or {}  # the trainer records {"name": ..., "sha256": ..., ...}
-    return corpus.get("name", DEFAULT_CORPUS_NAME) == DEFAULT_CORPUS_NAME
+@dataclass(frozen=True)
+class Split:
+    """How training split its corpus: the checkpoint's settings, or the bundle's record of them."""
+
+    corpus: str = DEFAULT_CORPUS_NAME
+    holdout_fraction: float = TrainConfig.holdout_fraction
+    seed: int = TrainConfig.seed
+
+    @classmethod
+    def of_checkpoint(cls, info: CheckpointConfig) -> "Split":
+        """A checkpoint's split, from its config.json."""
+        return cls(corpus_name(info), info.train.holdout_fraction, info.train.seed)
+
+    @classmethod
+    def of_bundle(cls, provenance: Provenance | None) -> "Split":
+        """A bundle's split, as export recorded it (the defaults for one exported before it did)."""
+        p = provenance
+        if p is None or p.holdout_fraction is None or p.split_seed is None:
+            return cls(p.corpus if p is not None and p.corpus else DEFAULT_CORPUS_NAME)
+        return cls(p.corpus or DEFAULT_CORPUS_NAME, p.holdout_fraction, p.split_seed)
 
 
-def heldout_text(info: dict[str, Any], tokenizer: Tokenizer, text_file: str | Path | None = None) -> HeldOutText:
-    """Held-out tokens for a checkpoint whose config.json is ``info``, or the whole of ``text_file``."""
+def corpus_name(info: CheckpointConfig) -> str:
+    """The corpus a checkpoint was trained on, as config.json names it (imported weights: none)."""
+    return info.corpus.name if info.corpus is not None else DEFAULT_CORPUS_NAME
+
+
+def heldout_text(split: Split, tokenizer: Tokenizer, text_file: str | Path | None = None) -> HeldOutText:
+    """Held-out tokens of the default corpus as ``split`` divided it, or the whole of ``text_file``."""
     if text_file is not None:
         docs = load_documents(str(text_file))
         description = f"{Path(text_file).name} (given with --text)"
     else:
-        train = TrainConfig.from_dict(info.get("train", {}))
-        _, docs = split_documents(load_documents(None), train.holdout_fraction, train.seed)
+        _, docs = split_documents(load_documents(None), split.holdout_fraction, split.seed)
         description = f"held-out split of {DEFAULT_CORPUS_NAME}: {len(docs)} documents"
-        if not trained_on_default(info):
+        if split.corpus != DEFAULT_CORPUS_NAME:
             description += " (the checkpoint was trained on other text: pass --text to use its own)"
     tokens = encode_documents(tokenizer, [d.text for d in docs])
     if len(tokens) < MIN_TOKENS:

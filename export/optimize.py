@@ -57,7 +57,7 @@ from gptedge.errors import UserError
 from gptedge.export import fuse_attention, graph, shared_cache
 from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.writing import writing
-from gptedge.runtime import contract
+from gptedge.runtime import contract, records
 from gptedge.runtime.padding import left_pad
 from gptedge.runtime.session import Decoder
 
@@ -72,7 +72,7 @@ TOOLS = ("onnxscript", "onnxruntime", "onnx")
 class OptimizeResult:
     bundle: Path
     changed: bool  # False: the bundle was already optimised, nothing written
-    record: contract.OptimizeRecord
+    record: records.OptimizeRecord
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def describe_attention(model: onnx.ModelProto, shape: contract.ModelShape) -> tu
 # Parity
 
 
-def parity(original: Decoder, fused: Decoder, seed: int = 0) -> contract.FusedParity:
+def parity(original: Decoder, fused: Decoder, seed: int = 0) -> records.FusedParity:
     """Largest |logit difference| at real positions between two graphs, over: a left-padded batch
     of two prompts from a zero-length past, a 3-token chunk on that past, then 4 decode steps."""
     shape = original.shape
@@ -215,7 +215,7 @@ def parity(original: Decoder, fused: Decoder, seed: int = 0) -> contract.FusedPa
         real = mask[:, -ids.shape[1]:].astype(bool)  # (B, T): padding rows carry no meaning
         worst = max(worst, float(np.abs(logits_a - logits_b)[real].max()))
     tokens = [int(f[0].shape[1]) for f in feeds]
-    return contract.FusedParity(worst, TOLERANCE, batch=2, left_padding=long - short, tokens_per_step=tokens)
+    return records.FusedParity(worst, TOLERANCE, batch=2, left_padding=long - short, tokens_per_step=tokens)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResu
     return OptimizeResult(bundle, True, record)
 
 
-def _optimize(bundle: Path, manifest: contract.Manifest, path: Path, new_file: Path, steps: tqdm) -> contract.OptimizeRecord:
+def _optimize(bundle: Path, manifest: contract.Manifest, path: Path, new_file: Path, steps: tqdm) -> records.OptimizeRecord:
     """Write the fused graph as ``new_file``, check it, commit the manifest that points at it."""
     variant = manifest.variants[VARIANT]
     steps.set_postfix_str("load")
@@ -295,7 +295,7 @@ def _optimize(bundle: Path, manifest: contract.Manifest, path: Path, new_file: P
     if len(written) > 1:
         new_variant.data_file = written[1].name
         new_variant.data_size_bytes, new_variant.data_sha256 = contract.describe_file(bundle, written[1].name)
-    record = contract.OptimizeRecord(
+    record = records.OptimizeRecord(
         variant=VARIANT,
         file=new_variant.file,
         sha256=new_variant.sha256,

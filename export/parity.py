@@ -27,7 +27,7 @@ import numpy as np
 
 from gptedge import runtime
 from gptedge.errors import UserError
-from gptedge.runtime import contract
+from gptedge.runtime import contract, records
 from gptedge.runtime.padding import left_pad
 from gptedge.runtime.session import Decoder
 
@@ -45,7 +45,7 @@ def _feed(ids: np.ndarray, past: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ones((B, past + T), dtype=np.int64), np.tile(np.arange(past, past + T, dtype=np.int64), (B, 1))
 
 
-def check_cache(decoder: Decoder, tokens: np.ndarray) -> contract.TokensChecked:
+def check_cache(decoder: Decoder, tokens: np.ndarray) -> records.TokensChecked:
     """(c): one token at a time through the cache, from a zero-length past, vs one full pass."""
     n = min(CACHE_TOKENS, decoder.shape.context_length, len(tokens))
     ids = tokens[None, :n]  # (1, n)
@@ -54,10 +54,10 @@ def check_cache(decoder: Decoder, tokens: np.ndarray) -> contract.TokensChecked:
     for t in range(n):  # past t, sequence 1
         step, cache = decoder.run(ids[:, t : t + 1], *_feed(ids[:, t : t + 1], t), cache)
         steps.append(step.copy())  # a decode step's logits may be a buffer the next step reuses
-    return contract.TokensChecked(n, float(np.abs(np.concatenate(steps, axis=1) - full).max()))
+    return records.TokensChecked(n, float(np.abs(np.concatenate(steps, axis=1) - full).max()))
 
 
-def check_batch(decoder: Decoder, tokens: np.ndarray, pad_id: int) -> contract.BatchCheck:
+def check_batch(decoder: Decoder, tokens: np.ndarray, pad_id: int) -> records.BatchCheck:
     """(d): a left-padded batch of 3 then cached decode steps (the text's next tokens) vs each row alone."""
     lengths = [min(L, decoder.shape.context_length - BATCH_DECODE_STEPS) for L in BATCH_PROMPT_LENGTHS]
     span = max(lengths) + BATCH_DECODE_STEPS
@@ -88,10 +88,10 @@ def check_batch(decoder: Decoder, tokens: np.ndarray, pad_id: int) -> contract.B
         worst = max(worst, float(np.abs(batched[0][row, -len(prompt):] - alone[0][0]).max()))
         for b, a in zip(batched[1:], alone[1:]):
             worst = max(worst, float(np.abs(b[row] - a[0]).max()))
-    return contract.BatchCheck(lengths, BATCH_DECODE_STEPS, worst)
+    return records.BatchCheck(lengths, BATCH_DECODE_STEPS, worst)
 
 
-def check_prefill(model: Any, decoder: Decoder, tokens: np.ndarray) -> contract.TokensChecked:
+def check_prefill(model: Any, decoder: Decoder, tokens: np.ndarray) -> records.TokensChecked:
     """(a): a full context window (or all the text) through both, logits compared."""
     import torch
 
@@ -102,10 +102,10 @@ def check_prefill(model: Any, decoder: Decoder, tokens: np.ndarray) -> contract.
     with torch.inference_mode():
         theirs, _ = model(torch.from_numpy(ids), position_ids=torch.from_numpy(positions),
                           attention_mask=torch.from_numpy(mask))
-    return contract.TokensChecked(n, float(np.abs(ours - theirs.numpy()).max()))
+    return records.TokensChecked(n, float(np.abs(ours - theirs.numpy()).max()))
 
 
-def check_greedy(model: Any, generator: Any, tokens: np.ndarray) -> contract.GreedyCheck:
+def check_greedy(model: Any, generator: Any, tokens: np.ndarray) -> records.GreedyCheck:
     """(b): the runtime's greedy generation (``generator`` is ``gptedge.runtime.load(...)``, the code
     users run) vs ``train.sample.greedy``, token for token, past the end-of-text token if it comes."""
     import torch
@@ -126,7 +126,7 @@ def check_greedy(model: Any, generator: Any, tokens: np.ndarray) -> contract.Gre
     first_diff = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
     if first_diff is None and len(ours) != len(theirs):
         first_diff = min(len(ours), len(theirs))
-    return contract.GreedyCheck(len(prompt), n, first_diff is None, first_diff)
+    return records.GreedyCheck(len(prompt), n, first_diff is None, first_diff)
 
 
 def run_gate(
@@ -134,7 +134,7 @@ def run_gate(
     text_description: str,
     tokens: np.ndarray,
     model: Any | None = None,
-) -> contract.ParityFigures:
+) -> records.ParityFigures:
     """Run the checks on the bundle's fp32 variant; return the figures or raise a UserError.
 
     ``model`` (a GPT in eval mode) enables the checks against PyTorch. Every check runs on the
@@ -142,7 +142,7 @@ def run_gate(
     the gate sees the graph exactly as users' generation does."""
     generator = runtime.load(bundle_dir, variant="fp32", provider="cpu")
     decoder = generator.decoder
-    figures = contract.ParityFigures(
+    figures = records.ParityFigures(
         text=text_description,
         tolerance=TOLERANCE,
         prefill=check_prefill(model, decoder, tokens) if model is not None else None,
@@ -157,7 +157,7 @@ def run_gate(
     return figures
 
 
-def failed_checks(figures: contract.ParityFigures) -> list[str]:
+def failed_checks(figures: records.ParityFigures) -> list[str]:
     out = []
     for check in ("prefill", "cache", "batch"):
         diff = getattr(figures, check).max_abs_diff if getattr(figures, check) is not None else 0.0
@@ -169,7 +169,7 @@ def failed_checks(figures: contract.ParityFigures) -> list[str]:
     return out
 
 
-def summary(figures: contract.ParityFigures) -> str:
+def summary(figures: records.ParityFigures) -> str:
     """One line of the figures, for the terminal and for error messages."""
     parts = []
     if figures.prefill is not None:

@@ -37,7 +37,7 @@ from gptedge import atomic
 from gptedge.errors import UserError
 from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.writing import writing
-from gptedge.runtime import contract
+from gptedge.runtime import contract, records
 
 PRECISIONS = ("int8", "int4", "fp16", "int8-static")
 # What each target gets: CPUs the two integer variants (int8 the safer, int4 the smaller and
@@ -165,7 +165,7 @@ def _add_variant(
         )
         manifest.variants[precision] = variant
         manifest.variants = {k: manifest.variants[k] for k in sorted(manifest.variants, key=_order)}
-        manifest.records().quantization[precision] = contract.QuantizationRecord(
+        manifest.records().quantization[precision] = records.QuantizationRecord(
             **settings,
             tools={name: metadata.version(name) for name in TOOLS},
             created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
