@@ -37,7 +37,7 @@ def test_hf_gpt2_import_matches_transformers(tmp_path, hf_gpt2, tokenizer_file, 
     shutil.copy(tokenizer_file, folder / "tokenizer.json")
     assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 0
     ckpt = load_checkpoint(tmp_path / "ckpt")
-    assert ckpt.config.gelu == "tanh" and ckpt.info["imported_from"]["kind"] == "huggingface-gpt2"
+    assert ckpt.config.gelu == "tanh" and ckpt.info.imported_from.kind == "huggingface-gpt2"
     ids = torch.randint(0, TEST_MODEL["vocab_size"], (2, 40))
     with torch.no_grad():
         theirs = reference(ids).logits

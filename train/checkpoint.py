@@ -7,69 +7,64 @@
 
 Weights and trainer state are written under new names first; rewriting ``config.json`` (atomic
 rename) is the commit point; only then are the previous step's files removed. ``config.json`` is
-plain JSON, readable without torch.
+plain JSON, typed and read in ``checkpoint_config.py`` without torch.
 """
 
 from __future__ import annotations
 
-import json
+import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from gptedge import atomic
 from gptedge.errors import UserError
+from gptedge.train.checkpoint_config import (
+    TOKENIZER_FILE, CheckpointConfig, CorpusRecord, ImportRecord, Metrics, read_config, write_config,
+)
 from gptedge.train.config import GPTConfig, TrainConfig
 from gptedge.train.model import GPT
 
-CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
-FORMAT = "gptedge-checkpoint"
-FORMAT_VERSION = 1
 TIED_KEY = "lm_head.weight"  # same tensor as wte.weight: not stored
+# The per-step files save_checkpoint writes; only these are removed once a newer step is committed.
+STEP_FILE = re.compile(r"^(?:model-\d{7}\.safetensors|trainer-\d{7}\.pt)$")
 
 
 @dataclass
 class Checkpoint:
     path: Path
     model: GPT
-    config: GPTConfig
-    train: TrainConfig
-    step: int
-    metrics: dict[str, Any]
-    info: dict[str, Any]  # the whole config.json
+    info: CheckpointConfig  # the whole config.json
     trainer_state: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> GPTConfig:
+        return self.info.model
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.info.train
+
+    @property
+    def step(self) -> int:
+        return self.info.step
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.info.metrics
 
     @property
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER_FILE
 
-
-def read_config(path: str | Path) -> dict[str, Any]:
-    """Read ``config.json`` of a checkpoint folder with clear errors (no torch needed)."""
-    path = Path(path)
-    cfg_path = path / CONFIG_FILE
-    if not path.is_dir():
-        raise UserError(f"checkpoint folder {path} does not exist: train one with gptedge train or gptedge import")
-    if not cfg_path.is_file() and (path / "checkpoint" / CONFIG_FILE).is_file():
-        raise UserError(f"{path} is a training run folder: pass its checkpoint, {path / 'checkpoint'}")
-    if not cfg_path.is_file():
-        raise UserError(f"{path} is not a gptedge checkpoint (no {CONFIG_FILE}): point at a checkpoint folder")
-    try:
-        info = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{cfg_path} is not valid JSON ({e}): the checkpoint is damaged") from None
-    if info.get("format") != FORMAT or info.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{cfg_path} is not a gptedge checkpoint config (format {info.get('format')!r}, "
-                        f"version {info.get('format_version')!r}): re-create the checkpoint")
-    for key in ("model", "weights"):
-        if key not in info:
-            raise UserError(f"{cfg_path} lacks '{key}': the checkpoint is damaged; re-create it")
-    return info
+    @property
+    def weights_path(self) -> Path:
+        return self.path / self.info.weights
 
 
 def save_checkpoint(
@@ -77,43 +72,47 @@ def save_checkpoint(
     model: GPT,
     train: TrainConfig,
     step: int,
-    metrics: dict[str, Any] | None = None,
+    metrics: Metrics | None = None,
     trainer_state: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
+    preset: str | None = None,
+    corpus: CorpusRecord | None = None,
+    imported_from: ImportRecord | None = None,
 ) -> Path:
     """Write weights (and trainer state) for ``step``, then commit by replacing ``config.json``.
 
-    The tokenizer must already be in the folder (written once, when training starts)."""
+    The tokenizer must already be in the folder (written once, when training starts). Once the new
+    step is committed, every other step's files go: the previous step's, and those of an earlier
+    save killed between its commit and this cleanup."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if not (path / TOKENIZER_FILE).is_file():
         raise UserError(f"{path} has no {TOKENIZER_FILE}: write the tokenizer before the first checkpoint")
-    old = read_config(path) if (path / CONFIG_FILE).is_file() else None
+    # Serialized in memory, then written by atomic.write_bytes: safetensors and torch.save report a
+    # full disk as their own error types (torch without the cause), a plain write as OSError.
+    # A failed save (a full disk) removes this step's files again: a step is saved once, so they
+    # are never the committed ones.
     weights = f"model-{step:07d}.safetensors"
+    trainer_file = f"trainer-{step:07d}.pt" if trainer_state is not None else None
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != TIED_KEY}
-    with atomic.temporary_path(path / weights) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    trainer_file = None
-    if trainer_state is not None:
-        trainer_file = f"trainer-{step:07d}.pt"
-        with atomic.temporary_path(path / trainer_file) as tmp:
-            torch.save(trainer_state, tmp)
-    info = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "model": model.config.to_dict(),
-        "train": train.to_dict(),
-        "step": step,
-        "metrics": metrics or {},
-        "weights": weights,
-        "trainer_state": trainer_file,
-        **(extra or {}),
-    }
-    atomic.write_text(path / CONFIG_FILE, json.dumps(info, indent=2) + "\n")
-    if old is not None:  # the new step is committed: the previous files may go
-        for name in (old.get("weights"), old.get("trainer_state")):
-            if name and name not in (weights, trainer_file):
+    try:
+        atomic.write_bytes(path / weights, safetensors.torch.save(state, metadata={"format": "pt"}))
+        if trainer_file is not None:
+            buffer = io.BytesIO()
+            torch.save(trainer_state, buffer)
+            atomic.write_bytes(path / trainer_file, buffer.getvalue())
+    except BaseException:
+        for name in (weights, trainer_file):
+            if name is not None:
                 (path / name).unlink(missing_ok=True)
+        raise
+    info = CheckpointConfig(
+        model=model.config, train=train, weights=weights, step=step, trainer_state=trainer_file,
+        metrics=metrics or Metrics(), preset=preset, corpus=corpus, imported_from=imported_from,
+    )
+    write_config(path, info)
+    for old in path.iterdir():
+        if STEP_FILE.match(old.name) and old.name not in (weights, trainer_file):
+            old.unlink(missing_ok=True)
     return path
 
 
@@ -121,14 +120,14 @@ def load_checkpoint(path: str | Path, with_trainer_state: bool = False) -> Check
     """Load a checkpoint folder; every way it can be wrong is a one-line UserError."""
     path = Path(path)
     info = read_config(path)
-    config = GPTConfig.from_dict(info["model"])
-    weights = path / info["weights"]
+    config = info.model
+    weights = path / info.weights
     if not weights.is_file():
-        raise UserError(f"checkpoint {path} is missing its weights file {info['weights']}: re-create it")
+        raise UserError(f"checkpoint {path} is missing its weights file {info.weights}: re-create it")
     if not (path / TOKENIZER_FILE).is_file():
         raise UserError(f"checkpoint {path} is missing {TOKENIZER_FILE}: re-create it")
     try:
-        state = load_file(str(weights))
+        state = safetensors.torch.load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise UserError(f"cannot read {weights} ({e}): the checkpoint is damaged") from None
     model = GPT(config)
@@ -150,20 +149,11 @@ def load_checkpoint(path: str | Path, with_trainer_state: bool = False) -> Check
     model.eval()
     trainer_state = None
     if with_trainer_state:
-        if not info.get("trainer_state") or not (path / info["trainer_state"]).is_file():
+        if info.trainer_state is None or not (path / info.trainer_state).is_file():
             raise UserError(f"checkpoint {path} has no optimizer state to resume from: train without --resume")
         try:
-            trainer_state = torch.load(path / info["trainer_state"], map_location="cpu", weights_only=True)
+            trainer_state = torch.load(path / info.trainer_state, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for a damaged pickle
-            raise UserError(f"cannot read {info['trainer_state']} ({type(e).__name__}): the optimizer state is "
+            raise UserError(f"cannot read {info.trainer_state} ({type(e).__name__}): the optimizer state is "
                             f"damaged; start over with --overwrite (the weights can still be exported)") from None
-    return Checkpoint(
-        path=path,
-        model=model,
-        config=config,
-        train=TrainConfig.from_dict(info.get("train", {})),
-        step=int(info.get("step", 0)),
-        metrics=info.get("metrics", {}),
-        info=info,
-        trainer_state=trainer_state,
-    )
+    return Checkpoint(path=path, model=model, info=info, trainer_state=trainer_state)

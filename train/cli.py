@@ -72,11 +72,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     require("torch", "train")
-    from gptedge.train.checkpoint import read_config
+    from gptedge.train.checkpoint_config import read_config
     from gptedge.train.importers import import_weights
 
     out = import_weights(args.source, args.out, args.tokenizer)
-    m = read_config(out)["model"]
-    print(f"wrote checkpoint {out}: {m['n_layer']} layers, {m['n_embd']} wide, {m['n_head']} heads, "
-          f"vocabulary {m['vocab_size']}, context {m['context_length']}")
+    m = read_config(out).model
+    print(f"wrote checkpoint {out}: {m.n_layer} layers, {m.n_embd} wide, {m.n_head} heads, "
+          f"vocabulary {m.vocab_size}, context {m.context_length}")
     return 0

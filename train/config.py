@@ -7,8 +7,10 @@ read without torch.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from gptedge.errors import UserError
 
@@ -29,10 +31,11 @@ class GPTConfig:
         self.validate()
 
     def validate(self) -> None:
+        check_types(self, lambda name, value: f"model setting {name}={short(value)}")
         positive = ("vocab_size", "context_length", "n_layer", "n_head", "n_embd")
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if value <= 0:
                 raise UserError(f"model setting {name}={value!r} is invalid: use a positive whole number")
         if self.n_embd % self.n_head:
             raise UserError(
@@ -42,6 +45,8 @@ class GPTConfig:
             raise UserError(f"gelu={self.gelu!r} is unknown: use 'exact' or 'tanh'")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"dropout={self.dropout} is out of range: use a value in [0, 1)")
+        if not 0.0 < self.layer_norm_eps < 1.0:
+            raise UserError(f"layer_norm_eps={self.layer_norm_eps} is out of range: use a small positive value such as 1e-5")
 
     @property
     def head_dim(self) -> int:
@@ -84,16 +89,20 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Each rule names the setting as the CLI spells it, so the message says what to change."""
+        check_types(self, lambda name, value: f"{_flag(name)} {short(value)}")
         at_least_one = ("steps", "batch_size", "grad_accum", "seq_len", "eval_interval", "eval_batches",
                         "checkpoint_interval", "vocab_size")
         for name in at_least_one:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 raise UserError(f"{_flag(name)} {value!r} is out of range: use a whole number of 1 or more")
         for name in ("warmup_steps", "seed"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if value < 0:
                 raise UserError(f"{_flag(name)} {value!r} is out of range: use a whole number of 0 or more")
+        for f in dataclasses.fields(self):
+            if f.type == "float" and not math.isfinite(getattr(self, f.name)):
+                raise UserError(f"{_flag(f.name)} {getattr(self, f.name)!r} is not a finite number: use a finite value")
         if not self.lr > 0:
             raise UserError(f"--lr {self.lr!r} is out of range: use a positive learning rate such as 1e-3")
         if not 0 <= self.min_lr <= self.lr:
@@ -116,6 +125,39 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+_KINDS: dict[Any, tuple[str, Callable[[Any], bool]]] = {
+    int: ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def short(value: Any) -> str:
+    """``repr`` cut to one short line: a message must stay one line even for a big wrong value."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_types(obj: Any, label: Callable[[str, Any], str]) -> None:
+    """Every int, float, bool or str field of the dataclass ``obj`` holds that type (``T | None``
+    admits None; an int passes for a float).
+
+    Settings arrive from JSON, ``--set KEY=VALUE`` and Python callers, where a string or a list can
+    stand where a number belongs; checking here turns that into one line instead of a TypeError deep
+    in the model. ``label(name, value)`` says how the user spells the setting."""
+    for name, hint in typing.get_type_hints(type(obj)).items():
+        value = getattr(obj, name)
+        kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+        if value is None and len(kinds) < len(typing.get_args(hint)):
+            continue
+        if kinds[0] not in _KINDS:  # a nested record: its own __post_init__ checks it
+            continue
+        kind, ok = _KINDS[kinds[0]]
+        if not ok(value):
+            raise UserError(f"{label(name, value)} is not {kind}: use {kind}")
 
 
 def _flag(name: str) -> str:

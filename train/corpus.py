@@ -34,7 +34,10 @@ def default_documents() -> list[Document]:
 
 
 def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e}): check the file and its permissions") from None
     if b"\x00" in data[:8192]:
         raise UserError(f"{path} looks binary (it has NUL bytes): give plain UTF-8 text files")
     try:
@@ -59,6 +62,9 @@ def _resolve_files(source: str) -> list[Path]:
         if not files:
             raise UserError(f"the pattern {source!r} matches no files: check the path and quote the pattern")
         return files
+    if path.exists():  # /dev/null, a FIFO, a socket: reading it would give nothing or block
+        raise UserError(f"corpus {source} is not a regular file or folder: pass a text file, a folder of "
+                        f".txt/.md files or a glob")
     raise UserError(f"corpus {source} does not exist: pass a text file, a folder of .txt/.md files or a glob")
 
 

@@ -16,7 +16,6 @@ transposes and the tied output head need care.
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,9 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from gptedge import atomic
-from gptedge.errors import UserError
-from gptedge.train.checkpoint import TIED_KEY, TOKENIZER_FILE, save_checkpoint
+from gptedge.errors import UserError, write_error
+from gptedge.train.checkpoint import TIED_KEY, save_checkpoint
+from gptedge.train.checkpoint_config import TOKENIZER_FILE, ImportRecord
 from gptedge.train.config import GPTConfig, TrainConfig
 from gptedge.train.model import GPT
 from gptedge.train.tokenizer import EOS_TOKEN
@@ -40,6 +40,7 @@ HF_GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh",
 def import_weights(source: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> Path:
     """Convert ``source`` into the checkpoint folder ``out`` (built aside, moved into place whole)."""
     source, out = Path(source), Path(out)
+    atomic.remove_leftovers(out.parent, out.name)  # a staged folder of an import that was killed
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} already exists and is not empty: choose a new folder")
     if not source.exists():
@@ -63,10 +64,31 @@ def import_weights(source: str | Path, out: str | Path, tokenizer: str | Path | 
         raise UserError(f"the tokenizer has no {EOS_TOKEN} token: give the tokenizer the model was trained with")
     model = _build(config, state)
     train = TrainConfig(vocab_size=tok.get_vocab_size(), seq_len=min(TrainConfig.seq_len, config.context_length))
-    with atomic.staged_dir(out) as stage:
-        tok.save(str(stage / TOKENIZER_FILE))
-        save_checkpoint(stage, model, train, step=0, extra={"preset": "imported", "imported_from": origin})
+    try:
+        with atomic.staged_dir(out) as stage:
+            tok.save(str(stage / TOKENIZER_FILE))
+            save_checkpoint(stage, model, train, step=0, preset="imported", imported_from=origin)
+    except FileExistsError:
+        raise UserError(f"--out {out} appeared while importing: choose a new folder") from None
+    except OSError as e:
+        raise write_error(e, out, "import again") from None
     return out
+
+
+def _gpt_config(where: Path, **settings: Any) -> GPTConfig:
+    """The model shape a source declares, or one line naming the file and the bad setting."""
+    try:
+        return GPTConfig(**settings)
+    except UserError as e:
+        raise UserError(f"{where} does not describe a usable GPT ({e}): check the file") from None
+
+
+def _tensors(state: Any, where: Path) -> dict[str, torch.Tensor]:
+    """A state dict as the importers need it: names to tensors, nothing else."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise UserError(f"the weights in {where} are not a state dict of named tensors: check the file")
+    return state
 
 
 def _build(config: GPTConfig, state: dict[str, torch.Tensor]) -> GPT:
@@ -103,21 +125,24 @@ def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
 # Hugging Face GPT-2 folders.
 
 
-def _read_hf(folder: Path, tokenizer: str | Path | None) -> tuple[GPTConfig, dict, Tokenizer, dict[str, Any]]:
+def _read_hf(folder: Path, tokenizer: str | Path | None) -> tuple[GPTConfig, dict, Tokenizer, ImportRecord]:
     try:
         hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{folder / 'config.json'} is not valid JSON ({e}): re-download the model") from None
+    if not isinstance(hf, dict):
+        raise UserError(f"{folder / 'config.json'} holds {type(hf).__name__}, not an object: it is not a GPT-2 config")
     if hf.get("model_type") != "gpt2":
         raise UserError(f"{folder} holds a {hf.get('model_type')!r} model, not GPT-2: only GPT-2 can be imported")
     missing = [k for k in ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd") if k not in hf]
     if missing:
         raise UserError(f"{folder / 'config.json'} lacks {', '.join(missing)}: it is not a GPT-2 config")
-    gelu = HF_GELU.get(hf.get("activation_function", "gelu_new"))
+    activation = hf.get("activation_function", "gelu_new")
+    gelu = HF_GELU.get(activation) if isinstance(activation, str) else None
     unsupported = [
         name for name, bad in (
             ("activation_function", gelu is None),
-            ("n_inner", hf.get("n_inner") not in (None, 4 * hf["n_embd"])),
+            ("n_inner", isinstance(hf["n_embd"], int) and hf.get("n_inner") not in (None, 4 * hf["n_embd"])),
             ("scale_attn_weights", not hf.get("scale_attn_weights", True)),
             ("scale_attn_by_inverse_layer_idx", hf.get("scale_attn_by_inverse_layer_idx", False)),
             ("tie_word_embeddings", not hf.get("tie_word_embeddings", True)),
@@ -125,19 +150,19 @@ def _read_hf(folder: Path, tokenizer: str | Path | None) -> tuple[GPTConfig, dic
     ]
     if unsupported:
         raise UserError(f"{folder} uses GPT-2 options gptedge does not support ({', '.join(unsupported)})")
-    config = GPTConfig(
-        vocab_size=hf["vocab_size"], context_length=hf["n_positions"], n_layer=hf["n_layer"],
+    config = _gpt_config(
+        folder / "config.json", vocab_size=hf["vocab_size"], context_length=hf["n_positions"], n_layer=hf["n_layer"],
         n_head=hf["n_head"], n_embd=hf["n_embd"], gelu=gelu, layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
     )
     weights = next((folder / n for n in HF_WEIGHTS if (folder / n).is_file()), None)
     if weights is None:
         raise UserError(f"{folder} has no model.safetensors: download the weights (safetensors) into it")
-    state = _strip(_load_hf_weights(weights), "transformer.")
+    state = _strip(_tensors(_load_hf_weights(weights), weights), "transformer.")
     for k in list(state):
         if k.endswith(CONV1D_WEIGHTS):  # Conv1D stores (in, out); nn.Linear wants (out, in)
             state[k] = state[k].t().contiguous()
     tok = _read_tokenizer(Path(tokenizer) if tokenizer else folder)
-    return config, state, tok, {"kind": "huggingface-gpt2", "path": str(folder.resolve())}
+    return config, state, tok, ImportRecord("huggingface-gpt2", str(folder.resolve()))
 
 
 def _load_hf_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -155,28 +180,30 @@ def _load_hf_weights(path: Path) -> dict[str, torch.Tensor]:
 # nanoGPT checkpoints.
 
 
-def _read_nanogpt(path: Path, tokenizer: str | Path | None) -> tuple[GPTConfig, dict, Tokenizer, dict[str, Any]]:
+def _read_nanogpt(path: Path, tokenizer: str | Path | None) -> tuple[GPTConfig, dict, Tokenizer, ImportRecord]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+    except Exception as e:  # torch raises many types for a file that is not its pickle (zip, EOF, ...)
         raise UserError(f"cannot read {path} as a nanoGPT checkpoint ({type(e).__name__}): check the file") from None
     if not isinstance(ckpt, dict) or "model_args" not in ckpt or "model" not in ckpt:
         raise UserError(f"{path} is not a nanoGPT checkpoint (no 'model_args' and 'model'): check the file")
     args = ckpt["model_args"]
-    try:
-        config = GPTConfig(
-            vocab_size=int(args["vocab_size"]), context_length=int(args["block_size"]), n_layer=int(args["n_layer"]),
-            n_head=int(args["n_head"]), n_embd=int(args["n_embd"]), bias=bool(args.get("bias", True)), gelu="exact",
-        )
-    except KeyError as e:
-        raise UserError(f"{path} lacks model_args[{e}]: it is not a nanoGPT GPT checkpoint") from None
+    if not isinstance(args, dict):
+        raise UserError(f"model_args in {path} is a {type(args).__name__}, not a dict: it is not a nanoGPT checkpoint")
+    missing = [k for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd") if k not in args]
+    if missing:
+        raise UserError(f"{path} lacks model_args {', '.join(missing)}: it is not a nanoGPT GPT checkpoint")
+    config = _gpt_config(
+        path, vocab_size=args["vocab_size"], context_length=args["block_size"], n_layer=args["n_layer"],
+        n_head=args["n_head"], n_embd=args["n_embd"], bias=args.get("bias", True), gelu="exact",
+    )
     if tokenizer is None:
         raise UserError(
             f"{path} holds no tokenizer: pass --tokenizer with the tokenizer.json it was trained with "
             f"(or, for GPT-2's vocabulary, a folder with vocab.json and merges.txt)"
         )
-    state = _strip(dict(ckpt["model"]), "transformer.")
-    return config, state, _read_tokenizer(Path(tokenizer)), {"kind": "nanogpt", "path": str(path.resolve())}
+    state = _strip(_tensors(ckpt["model"], path), "transformer.")
+    return config, state, _read_tokenizer(Path(tokenizer)), ImportRecord("nanogpt", str(path.resolve()))
 
 
 # ---------------------------------------------------------------------------------------------------

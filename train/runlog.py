@@ -26,15 +26,17 @@ class RunLog:
         if not self.path.is_file():
             return []
         rows = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by a kill
                 continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):  # not a line edited by hand
+                rows.append(row)
         return rows
 
     def truncate_after(self, step: int) -> None:
-        rows = [r for r in self.read() if r.get("step", 0) <= step]
+        rows = [r for r in self.read() if r["step"] <= step]
         atomic.write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def write(self, **row: Any) -> None:

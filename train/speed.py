@@ -26,7 +26,8 @@ from typing import Sequence
 import torch
 
 from gptedge.errors import UserError
-from gptedge.train.checkpoint import load_checkpoint, read_config
+from gptedge.train.checkpoint import load_checkpoint
+from gptedge.train.checkpoint_config import read_config
 from gptedge.train.model import GPT, KVCache
 
 PAST_STEPS = 32  # decode steps timed at each --past length
@@ -64,8 +65,8 @@ def measure(
 ) -> dict:
     if threads < 1 or repeat < 1:
         raise UserError("--threads and --repeat must be at least 1")
-    shape = read_config(checkpoint)["model"]
-    ctx, vocab = shape["context_length"], shape["vocab_size"]
+    shape = read_config(checkpoint).model
+    ctx, vocab = shape.context_length, shape.vocab_size
     if prompt_tokens < 1 or new_tokens < 2:
         raise UserError("--prompt-tokens must be at least 1 and --new-tokens at least 2")
     if prompt_tokens + new_tokens > ctx:

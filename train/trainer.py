@@ -17,8 +17,10 @@ state from the checkpoint, continues exactly where the interrupted one stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -32,10 +34,11 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from gptedge import atomic
-from gptedge.errors import UserError
+from gptedge.errors import UserError, write_error
 from gptedge.paths import CHECKPOINT_DIR, DEFAULT_PRESET, run_dir
 from gptedge.train import distributed
-from gptedge.train.checkpoint import CONFIG_FILE, TOKENIZER_FILE, load_checkpoint, read_config, save_checkpoint
+from gptedge.train.checkpoint import STEP_FILE, load_checkpoint, save_checkpoint
+from gptedge.train.checkpoint_config import CONFIG_FILE, TOKENIZER_FILE, CorpusRecord, Metrics, read_config
 from gptedge.train.config import GPTConfig, TrainConfig, get_preset
 from gptedge.train.corpus import DEFAULT_CORPUS_NAME, Document, load_documents, split_documents
 from gptedge.train.data import TokenSplits, heldout_windows, training_batch, unigram_perplexity
@@ -47,6 +50,7 @@ from gptedge.train.tokenizer import encode_documents, special_ids, train_tokeniz
 
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
+RUN_FILES = (LOG_FILE, PLOT_FILE)  # what a run writes beside its checkpoint
 SAMPLE_PROMPT = "The"
 SAMPLE_TOKENS = 80
 
@@ -71,11 +75,18 @@ class RunFolder:
         return (self.checkpoint / CONFIG_FILE).is_file()
 
     def unfinished_start(self) -> bool:
-        """A checkpoint folder from a run killed before its first checkpoint: only the tokenizer and
-        temporary files, safe to replace."""
+        """A checkpoint folder from a run killed before its first checkpoint was committed: only the
+        tokenizer, step files and temporary files, safe to replace."""
         return self.checkpoint.is_dir() and all(
-            p.name == TOKENIZER_FILE or p.name.endswith(".tmp") for p in self.checkpoint.iterdir()
+            p.name == TOKENIZER_FILE or STEP_FILE.match(p.name) or _temporary(p.name) for p in self.checkpoint.iterdir()
         )
+
+
+def _temporary(entry: str, of: tuple[str, ...] | None = None) -> bool:
+    """Whether ``entry`` is named like a temporary file of gptedge.atomic (``.<name>.<random>.tmp``),
+    on the way to one of the names ``of`` (any name when None)."""
+    return entry.startswith(".") and entry.endswith(".tmp") and (of is None or any(
+        entry.startswith(f".{name}.") for name in of))
 
 
 @dataclass
@@ -87,10 +98,10 @@ class Plan:
     train: TrainConfig
     tokenizer_json: str
     tokens: TokenSplits
-    corpus: dict[str, Any]
+    corpus: CorpusRecord
     resume: bool
     start_step: int = 0
-    metrics: dict[str, Any] = field(default_factory=dict)  # of the checkpoint resumed from
+    metrics: Metrics = field(default_factory=Metrics)  # of the checkpoint resumed from
 
 
 def train(
@@ -126,7 +137,12 @@ def train(
         plan = distributed.decide_on_main(
             world, lambda: make_plan(source, run, preset, steps, dict(overrides or {}), resume, overwrite)
         )
-        _Trainer(plan, run, world, quiet=quiet or not world.is_main).fit()
+        trainer = _Trainer(plan, run, world, quiet=quiet or not world.is_main)
+        try:
+            trainer.fit()
+        except OSError as e:  # a full disk, a folder made read-only while training
+            again = "train again" + (" with --resume (the last checkpoint is intact)" if run.has_checkpoint() else "")
+            raise write_error(e, run.root, again) from None
     finally:
         distributed.stop(world)
         torch.set_num_threads(saved_threads)
@@ -151,6 +167,7 @@ def make_plan(
             f"--out {run.root} is a checkpoint folder itself: pass the run folder that holds it, "
             f"--out {run.root.parent}"
         )
+    _check_writable(run.root)
     if resume:
         return _plan_resume(source, run, preset, steps, overrides)
     _check_fresh_folder(run, overwrite)
@@ -188,19 +205,27 @@ def resolve_settings(preset: str, steps: int | None, overrides: dict[str, Any]) 
     return preset, model_cfg, train_cfg
 
 
+def _check_writable(root: Path) -> None:
+    """Refuse a read-only --out before minutes of tokenizer training, not at the first write."""
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to --out {root} ({existing} is read-only): choose a folder you can write to")
+
+
 def _check_fresh_folder(run: RunFolder, overwrite: bool) -> None:
     if run.root.exists() and not run.root.is_dir():
         raise UserError(f"--out {run.root} is a file: choose a folder for the run")
     if run.has_checkpoint():
         if not overwrite:
-            step = read_config(run.checkpoint).get("step", "?")
+            step = read_config(run.checkpoint).step
             raise UserError(
                 f"{run.root} already holds a run (checkpoint at step {step}): pass --resume to continue it, "
                 f"--overwrite to start over, or another --out"
             )
         return
     ours = {LOG_FILE, PLOT_FILE} | ({CHECKPOINT_DIR} if run.unfinished_start() else set())
-    foreign = sorted(p.name for p in run.root.iterdir() if p.name not in ours) if run.root.is_dir() else []
+    foreign = sorted(p.name for p in run.root.iterdir() if p.name not in ours and not _temporary(p.name, RUN_FILES)
+                     ) if run.root.is_dir() else []
     if foreign:
         raise UserError(
             f"--out {run.root} already holds other files ({', '.join(foreign[:3])}): "
@@ -215,9 +240,9 @@ def _plan_resume(
         raise UserError(f"there is no checkpoint in {run.checkpoint} to resume: run without --resume or fix --out")
     ckpt = load_checkpoint(run.checkpoint, with_trainer_state=True)  # validates weights and trainer state
     info = ckpt.info
-    if preset is not None and preset != info.get("preset"):
+    if preset is not None and preset != info.preset:
         raise UserError(
-            f"the checkpoint in {run.root} was trained with preset {info.get('preset')!r}, not {preset!r}: "
+            f"the checkpoint in {run.root} was trained with preset {info.preset!r}, not {preset!r}: "
             f"drop --preset to resume, or start a new run with another --out"
         )
     model, train = ckpt.config.to_dict(), ckpt.train.to_dict()
@@ -244,17 +269,17 @@ def _plan_resume(
         raise UserError(f"cannot read {ckpt.tokenizer_path} ({e}): the checkpoint is damaged") from None
     docs = load_documents(source)
     corpus_hash = _fingerprint(docs)
-    trained_on = info.get("corpus", {})
-    if trained_on.get("sha256") != corpus_hash:
+    trained_on = info.corpus
+    if trained_on is None or trained_on.sha256 != corpus_hash:
         raise UserError(
-            f"the checkpoint in {run.root} was trained on {trained_on.get('name', 'another corpus')}, and "
-            f"this corpus differs: pass the same corpus to resume, or start a new run with another --out"
+            f"the checkpoint in {run.root} was trained on {trained_on.name if trained_on else 'another corpus'}, "
+            f"and this corpus differs: pass the same corpus to resume, or start a new run with another --out"
         )
     train_docs, held_docs = split_documents(docs, train_cfg.holdout_fraction, train_cfg.seed)
     tokens = _encode(tok, train_docs, held_docs, train_cfg.seq_len)
     return Plan(
-        info.get("preset", "custom"), ckpt.config, train_cfg, tok.to_str(), tokens, trained_on,
-        resume=True, start_step=ckpt.step, metrics=dict(ckpt.metrics),
+        info.preset or "custom", ckpt.config, train_cfg, tok.to_str(), tokens, trained_on,
+        resume=True, start_step=ckpt.step, metrics=dataclasses.replace(ckpt.metrics),
     )
 
 
@@ -274,15 +299,15 @@ def _fingerprint(docs: list[Document]) -> str:
     return h.hexdigest()
 
 
-def _describe(source: str | None, docs: list[Document], tokens: TokenSplits) -> dict[str, Any]:
-    return {
-        "name": DEFAULT_CORPUS_NAME if source is None else str(source),
-        "documents": len(docs),
-        "characters": sum(len(d.text) for d in docs),
-        "train_tokens": int(len(tokens.train)),
-        "heldout_tokens": int(len(tokens.heldout)),
-        "sha256": _fingerprint(docs),
-    }
+def _describe(source: str | None, docs: list[Document], tokens: TokenSplits) -> CorpusRecord:
+    return CorpusRecord(
+        name=DEFAULT_CORPUS_NAME if source is None else str(source),
+        documents=len(docs),
+        characters=sum(len(d.text) for d in docs),
+        train_tokens=int(len(tokens.train)),
+        heldout_tokens=int(len(tokens.heldout)),
+        sha256=_fingerprint(docs),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -310,13 +335,18 @@ class _Trainer:
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.train_seconds, self.tokens_seen = 0.0, 0
         if state is not None:
+            unfit = UserError(f"the optimizer state in {run.checkpoint} does not fit the model: start over with "
+                              f"--overwrite (the weights can still be exported)")
+            optimizer = state.get("optimizer") if isinstance(state, dict) else None
+            if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
+                    and isinstance(optimizer.get("param_groups"), list)
+                    and isinstance(state.get("train_seconds"), float) and isinstance(state.get("tokens_seen"), int)):
+                raise unfit  # torch would fail on it with an AttributeError, or not at all
             try:
-                self.optimizer.load_state_dict(state["optimizer"])
-                self.train_seconds, self.tokens_seen = float(state["train_seconds"]), int(state["tokens_seen"])
-            except (KeyError, ValueError, TypeError) as e:
-                raise UserError(
-                    f"the optimizer state in {run.checkpoint} does not fit the model ({e}): train without --resume"
-                ) from None
+                self.optimizer.load_state_dict(optimizer)
+            except (KeyError, ValueError, TypeError):
+                raise unfit from None
+            self.train_seconds, self.tokens_seen = state["train_seconds"], state["tokens_seen"]
         self.net = self.model
         if world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -327,8 +357,7 @@ class _Trainer:
         max_windows = self.cfg.eval_batches * self.cfg.batch_size
         self.windows = heldout_windows(plan.tokens.heldout, self.cfg.seq_len, max_windows)  # (N, seq_len + 1)
         self.unigram_ppl = unigram_perplexity(plan.tokens.train, self.windows[:, 1:], plan.model.vocab_size)
-        self.metrics: dict[str, Any] = dict(plan.metrics)
-        self.metrics.update(unigram_ppl=self.unigram_ppl, processes=world.size)
+        self.metrics = dataclasses.replace(plan.metrics, unigram_ppl=self.unigram_ppl, processes=world.size)
 
     @property
     def tokens_per_step(self) -> int:
@@ -349,6 +378,11 @@ class _Trainer:
                 lr = lr_at(i, cfg)
                 t0 = time.perf_counter()
                 loss = self._update(i, lr)
+                if not math.isfinite(loss):  # diverged: every later step would be nan too
+                    raise UserError(
+                        f"the training loss became {loss} at step {step}: lower --lr (it is {cfg.lr:g}) or raise "
+                        f"--warmup-steps, and train again"
+                    )
                 dt = time.perf_counter() - t0
                 run_tokens += self.tokens_per_step
                 run_seconds += dt
@@ -360,15 +394,16 @@ class _Trainer:
                     self._evaluate(step)
                 bar.set_postfix_str(
                     f"loss {loss:.3f}  {run_tokens / run_seconds:,.0f} tok/s"
-                    + (f"  held-out {self.metrics['val_loss']:.3f}" if "val_loss" in self.metrics else ""),
+                    + (f"  held-out {self.metrics.val_loss:.3f}" if self.metrics.val_loss is not None else ""),
                     refresh=False,
                 )
                 bar.update(1)
                 if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
-                    self.metrics.update(train_loss=loss, tokens_per_s=run_tokens / run_seconds,
-                                        tokens_seen=self.tokens_seen, train_seconds=self.train_seconds)
+                    self.metrics = dataclasses.replace(
+                        self.metrics, train_loss=loss, tokens_per_s=run_tokens / run_seconds,
+                        tokens_seen=self.tokens_seen, train_seconds=self.train_seconds)
                     if step == cfg.steps and self.world.is_main:
-                        self.metrics["sample"] = self._sample()
+                        self.metrics.sample = self._sample()
                     self._save(step, lr)
         finally:
             bar.close()
@@ -377,10 +412,11 @@ class _Trainer:
 
     def _prepare_folder(self) -> None:
         run = self.run
+        for name in RUN_FILES:  # temporary files of a run killed while writing them
+            atomic.remove_leftovers(run.root, name)
         if self.plan.resume:
+            atomic.remove_leftovers(run.checkpoint)  # left by a kill in the middle of a save
             self.log.truncate_after(self.plan.start_step)
-            for stray in run.checkpoint.glob(".*.tmp"):  # left by a kill in the middle of a save
-                stray.unlink()
             return
         shutil.rmtree(run.checkpoint, ignore_errors=True)  # only an unfinished start, or --overwrite
         run.log.unlink(missing_ok=True)
@@ -428,8 +464,9 @@ class _Trainer:
         self.model.train()
         total, count = distributed.sum_across(self.world, [total, count])
         val_loss = total / count
-        self.metrics.update(val_loss=val_loss, val_ppl=math.exp(val_loss))
-        self.metrics.setdefault("start_val_loss", val_loss)
+        self.metrics.val_loss, self.metrics.val_ppl = val_loss, math.exp(val_loss)
+        if self.metrics.start_val_loss is None:
+            self.metrics.start_val_loss = val_loss
         if self.world.is_main:
             row = dict(step=step, val_loss=round(val_loss, 5), val_ppl=round(math.exp(val_loss), 3))
             if step == 0:
@@ -450,8 +487,8 @@ class _Trainer:
             "tokens_seen": self.tokens_seen,
         }
         save_checkpoint(
-            self.run.checkpoint, self.model, self.cfg, step, metrics=self.metrics, trainer_state=state,
-            extra={"preset": self.plan.preset, "corpus": self.plan.corpus},
+            self.run.checkpoint, self.model, self.cfg, step, metrics=dataclasses.replace(self.metrics),
+            trainer_state=state, preset=self.plan.preset, corpus=self.plan.corpus,
         )
 
     def _announce(self) -> None:
@@ -459,7 +496,7 @@ class _Trainer:
             return
         c, p = self.plan.corpus, self.plan
         print(
-            f"corpus: {c['name']}: {c['documents']} documents, {len(p.tokens.train):,} training and "
+            f"corpus: {c.name}: {c.documents} documents, {len(p.tokens.train):,} training and "
             f"{len(p.tokens.heldout):,} held-out tokens (vocabulary {p.model.vocab_size:,})\n"
             f"model: {p.preset}, {self.model.num_params() / 1e6:.2f}M parameters, {p.model.n_layer} layers, "
             f"{p.model.n_embd} wide; {self.tokens_per_step:,} tokens per step on {self.world.size} x {self.device}\n"
@@ -485,10 +522,10 @@ class _Trainer:
             return
         m = self.metrics
         print(
-            f"\ntraining speed: {m['tokens_per_s']:,.0f} tokens/s ({self.world.size} x {self.device})\n"
-            f"held-out loss {m['val_loss']:.3f}, perplexity {m['val_ppl']:.1f} "
-            f"(unigram baseline of the same tokenizer: perplexity {m['unigram_ppl']:.1f})\n"
+            f"\ntraining speed: {m.tokens_per_s:,.0f} tokens/s ({self.world.size} x {self.device})\n"
+            f"held-out loss {m.val_loss:.3f}, perplexity {m.val_ppl:.1f} "
+            f"(unigram baseline of the same tokenizer: perplexity {m.unigram_ppl:.1f})\n"
             f"checkpoint: {self.run.checkpoint}\nloss curve: {self.run.plot}\n"
-            f"sample (temperature 0.8, top-k 40):\n{m['sample']}",
+            f"sample (temperature 0.8, top-k 40):\n{m.sample}",
             flush=True,
         )
