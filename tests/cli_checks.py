@@ -16,5 +16,6 @@ def one_line_error(capsys, argv: list[str]) -> str:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file's bytes, to prove a failed step left a folder exactly as it was."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """Every file's bytes (subfolders included, by relative path), to prove a failed step left a
+    folder exactly as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -22,6 +22,7 @@ import hashlib
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,19 +135,30 @@ def train(
         torch.set_num_threads(threads)
     world = distributed.start(device)
     try:
-        plan = distributed.decide_on_main(
-            world, lambda: make_plan(source, run, preset, steps, dict(overrides or {}), resume, overwrite)
-        )
-        trainer = _Trainer(plan, run, world, quiet=quiet or not world.is_main)
-        try:
-            trainer.fit()
-        except OSError as e:  # a full disk, a folder made read-only while training
-            again = "train again" + (" with --resume (the last checkpoint is intact)" if run.has_checkpoint() else "")
-            raise write_error(e, run.root, again) from None
+        with _writers_lock(run, world):
+            plan = distributed.decide_on_main(
+                world, lambda: make_plan(source, run, preset, steps, dict(overrides or {}), resume, overwrite)
+            )
+            trainer = _Trainer(plan, run, world, quiet=quiet or not world.is_main)
+            try:
+                trainer.fit()
+            except OSError as e:  # a full disk, a folder made read-only while training
+                again = "train again" + (" with --resume (the last checkpoint is intact)" if run.has_checkpoint() else "")
+                raise write_error(e, run.root, again) from None
     finally:
         distributed.stop(world)
         torch.set_num_threads(saved_threads)
     return run.checkpoint
+
+
+def _writers_lock(run: RunFolder, world: distributed.World) -> contextlib.AbstractContextManager:
+    """Two runs on one folder wait for each other (the second then plans from the first's
+    checkpoint). Where the parent folder is missing or not writable nobody else can be writing
+    there: no lock, so a bad input creates nothing and the plan says what cannot be written."""
+    parent = run.root.parent
+    if not world.is_main or not parent.is_dir() or not os.access(parent, os.W_OK):
+        return contextlib.nullcontext()
+    return atomic.locked(run.root, waiting=lambda message: print(f"gptedge: {message} ...", file=sys.stderr))
 
 
 # ---------------------------------------------------------------------------------------------------
