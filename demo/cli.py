@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from gptedge import paths
 from gptedge.runtime import contract
-from gptedge.cli import require
+from gptedge.arguments import require, whole_number
 from gptedge.errors import UserError
 
 
@@ -19,16 +18,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "variant, provider and sampling settings, and see each token's probability. Without BUNDLE it "
         f"opens the bundle gptedge build makes ({paths.bundle_dir()}).",
     )
-    p.add_argument("bundle", metavar="BUNDLE", nargs="?", help=f"a bundle folder (default: {paths.bundle_dir()})")
+    p.add_argument("bundle", metavar="BUNDLE", nargs="?",
+                   help=f"a bundle folder, or the run folder holding it (default: {paths.bundle_dir()})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    p.add_argument("--port", type=whole_number(1), default=7860, help="port to listen on (default 7860)")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link (off by default)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads per session (default: one per core)")
+    p.add_argument("--threads", type=whole_number(1), default=None, help="onnxruntime threads per session (default: one per core)")
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    bundle = Path(args.bundle) if args.bundle else paths.bundle_dir()
+    bundle = paths.resolve_bundle(args.bundle) if args.bundle else paths.bundle_dir()
     if args.bundle is None and not bundle.is_dir():
         raise UserError(f"there is no bundle at {bundle}: run gptedge build first, or pass a bundle folder")
     if not 0 < args.port < 65536:

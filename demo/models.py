@@ -9,6 +9,7 @@ No gradio here: the page (``app.py``) calls these and only formats what they ret
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import gptedge.runtime
-from gptedge.errors import UserError
+from gptedge.errors import UserError, check_text
 from gptedge.runtime import contract, providers
 from gptedge.runtime.generation import GenerationResult
 from gptedge.runtime.settings import GenerationSettings
@@ -37,7 +38,10 @@ class TokenProbability:
 
 
 def check_prompt(prompt: str) -> str:
-    """The prompt as the model will see it, or a UserError the page shows as a message."""
+    """The prompt as the model will see it, or a UserError the page shows as a message. It may
+    come from the API rather than the text box: anything but text is refused here."""
+    if prompt is not None and not isinstance(prompt, str):
+        raise UserError(f"the prompt must be text, not {type(prompt).__name__}: send a string")
     if not prompt or not prompt.strip():
         raise UserError("the prompt is empty: type the beginning of a text for the model to continue")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -45,7 +49,28 @@ def check_prompt(prompt: str) -> str:
             f"the prompt has {len(prompt):,} characters, more than the {MAX_PROMPT_CHARS:,} this page accepts: "
             f"shorten it"
         )
-    return prompt
+    return check_text(prompt, "the prompt")
+
+
+def check_choice(value: object, choices: list[str], what: str) -> str:
+    """``value`` if it is one of the page's ``choices`` (a dropdown's list), else a UserError: an API
+    call can send any value, and only the listed ones are on offer."""
+    if not isinstance(value, str) or value not in choices:
+        raise UserError(f"{what} {value!r} is not available here: use one of {', '.join(choices)}")
+    return value
+
+
+def page_number(value: object, label: str, minimum: float | None = None, maximum: float | None = None) -> float:
+    """A number from one of the page's sliders or boxes, held to the widget's bounds. An API call
+    can send anything JSON holds (a string, null, NaN): each is named in a one-line message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{label} {value!r} is not a number: send a finite number")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        low = "" if minimum is None else f"{minimum:g}"
+        high = "" if maximum is None else f"{maximum:g}"
+        rule = f"{low} to {high}" if low and high else (f"at least {low}" if low else f"at most {high}")
+        raise UserError(f"{label} {value:g} is out of range: use {rule}")
+    return value
 
 
 class ModelPool:
@@ -159,9 +184,16 @@ def settings_from_page(
     stop: str,
 ) -> GenerationSettings:
     """The page's widgets as runtime settings. Stop strings are one per line; ``\\n`` in one
-    stands for a newline (the most useful stop string, and one a text box cannot hold)."""
-    if not 1 <= int(max_new_tokens) <= MAX_NEW_TOKENS:
-        raise UserError(f"max new tokens {max_new_tokens} is out of range: use 1 to {MAX_NEW_TOKENS}")
+    stands for a newline (the most useful stop string, and one a text box cannot hold). Values come
+    from the page or from an API call, so each is checked: a bad one is a UserError naming it."""
+    page_number(max_new_tokens, "max new tokens", 1, MAX_NEW_TOKENS)
+    for value, label in ((temperature, "temperature"), (top_k, "top-k"), (top_p, "top-p"),
+                         (repetition_penalty, "repetition penalty")):
+        page_number(value, label)  # ranges: GenerationSettings below, and the page's sliders
+    if seed is not None:
+        page_number(seed, "seed", minimum=-1)
+    if stop is not None and not isinstance(stop, str):
+        raise UserError(f"stop strings must be text, not {type(stop).__name__}: send one string, a stop string per line")
     stops = tuple(line.replace("\\n", "\n") for line in (stop or "").splitlines() if line)
     return GenerationSettings(
         max_new_tokens=int(max_new_tokens),

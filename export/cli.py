@@ -1,10 +1,20 @@
-"""``gptedge export`` and ``gptedge verify``. Nothing heavy is imported until a command runs."""
+"""``gptedge export``, ``verify``, ``optimize``, ``quantize`` and ``eval``. Nothing heavy is imported
+until a command runs.
+
+Each takes what the command before it wrote: a checkpoint argument may be the run folder that
+``gptedge train --out`` made, a bundle argument the run folder holding ``bundle/``. The front end
+resolves them (``gptedge.paths``), so the library functions stay strict about what they get.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from gptedge.cli import require
+from gptedge.arguments import require, whole_number
+from gptedge.paths import output_folder, resolve_bundle, resolve_checkpoint
+
+BUNDLE_HELP = "a bundle folder from gptedge export, or the run folder holding it"
+CHECKPOINT_HELP = "a checkpoint folder from gptedge train or import, or the run folder holding it"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tokenizer.json, manifest.json). The bundle is written only if the parity gate passes: "
         "onnxruntime must match PyTorch on held-out text.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR", help="a checkpoint folder from gptedge train or import")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR", help=CHECKPOINT_HELP)
     p.add_argument("out", metavar="OUT_DIR", help="the bundle folder to create")
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it is an existing bundle")
     p.add_argument("--text", metavar="FILE", help="held-out text for the parity gate (default: the "
@@ -31,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Check BUNDLE's format and hashes, then run the parity gate: the graph's own "
         "checks (cached vs full, batch vs single), and with --checkpoint also onnxruntime vs PyTorch.",
     )
-    v.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from gptedge export")
-    v.add_argument("--checkpoint", metavar="DIR", help="the checkpoint the bundle was exported from")
+    v.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
+    v.add_argument("--checkpoint", metavar="DIR", help="the checkpoint the bundle was exported from (or its run folder)")
     v.add_argument("--text", metavar="FILE", help="held-out text (default: as for export)")
     v.set_defaults(func=run_verify)
 
@@ -44,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "against the original graph "
         "and only then replace it. Prints the op counts before and after. Running it twice does nothing.",
     )
-    o.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from gptedge export")
+    o.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
     o.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     o.set_defaults(func=run_optimize)
     register_quantize(subparsers)
@@ -55,7 +65,7 @@ def run_export(args: argparse.Namespace) -> int:
     from gptedge.export.bundle import export_bundle
     from gptedge.export.parity import summary
 
-    result = export_bundle(args.checkpoint, args.out, force=args.force, text_file=args.text,
+    result = export_bundle(resolve_checkpoint(args.checkpoint), args.out, force=args.force, text_file=args.text,
                            external_data=True if args.external_data else None, quiet=args.quiet)
     fp32 = result.manifest.variants["fp32"]
     size = fp32.size_bytes + fp32.data_size_bytes
@@ -69,8 +79,10 @@ def run_verify(args: argparse.Namespace) -> int:
     from gptedge.export.bundle import verify_bundle
     from gptedge.export.parity import summary
 
-    figures = verify_bundle(args.bundle, args.checkpoint, args.text)
-    print(f"{args.bundle}: files match their hashes; parity: {summary(figures)}")
+    bundle = resolve_bundle(args.bundle)
+    checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint else None
+    figures = verify_bundle(bundle, checkpoint, args.text)
+    print(f"{bundle}: files match their hashes; parity: {summary(figures)}")
     return 0
 
 
@@ -78,7 +90,7 @@ def run_optimize(args: argparse.Namespace) -> int:
     require("onnxscript", "export")
     from gptedge.export.optimize import optimize_bundle, report
 
-    print(report(optimize_bundle(args.bundle, quiet=args.quiet)))
+    print(report(optimize_bundle(resolve_bundle(args.bundle), quiet=args.quiet)))
     return 0
 
 
@@ -102,7 +114,7 @@ def register_quantize(subparsers: argparse._SubParsersAction) -> None:
         "  npu     int8-static\n\n"
         "Then measure what each variant costs and gains with: gptedge eval BUNDLE",
     )
-    q.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from gptedge export")
+    q.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
     which = q.add_mutually_exclusive_group(required=True)
     which.add_argument("--to", metavar="PRECISION", help="int8, int4, fp16 or int8-static")
     which.add_argument("--target", metavar="TARGET", help="cpu, gpu, mobile or npu: the precisions listed above")
@@ -121,14 +133,15 @@ def register_quantize(subparsers: argparse._SubParsersAction) -> None:
         "tokens, file size, load time, time to first token and decode tokens/s through the runtime. "
         "Writes a table, eval.json, eval.md and eval.png, and the figures into the manifest.",
     )
-    e.add_argument("bundle", metavar="BUNDLE", help="a bundle folder")
+    e.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
     e.add_argument("--text", metavar="FILE", help="held-out text (default: the held-out split of the default corpus)")
-    e.add_argument("--checkpoint", metavar="DIR", help="the checkpoint the bundle came from, measured alongside")
+    e.add_argument("--checkpoint", metavar="DIR", help="the checkpoint the bundle came from (or its run folder), "
+                   "measured alongside")
     e.add_argument("--out", metavar="DIR", help="where to write the reports (default: BUNDLE/eval)")
     e.add_argument("--provider", default="auto", help="execution provider for generation and speed (default: "
                    "auto, per variant as the runtime picks; quality figures always run on cpu)")
-    e.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: one per core)")
-    e.add_argument("--new-tokens", type=int, default=128, help="greedy tokens generated per prompt (default 128)")
+    e.add_argument("--threads", type=whole_number(1), default=None, help="onnxruntime intra-op threads (default: one per core)")
+    e.add_argument("--new-tokens", type=whole_number(1), default=128, help="greedy tokens generated per prompt (default 128)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=run_eval)
 
@@ -137,20 +150,25 @@ def run_quantize(args: argparse.Namespace) -> int:
     require("onnx", "export")
     from gptedge.export.quantize import precisions_for, quantize_bundle, report
 
-    results = quantize_bundle(args.bundle, precisions_for(args.to, args.target), text_file=args.text,
+    results = quantize_bundle(resolve_bundle(args.bundle), precisions_for(args.to, args.target), text_file=args.text,
                               force=args.force, quiet=args.quiet)
     print(report(results))
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    bundle = resolve_bundle(args.bundle)
+    checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint else None
+    if args.out:
+        output_folder(args.out, "--out")
     if args.checkpoint:
         require("torch", "export")
-    from gptedge.export.evaluate import evaluate_bundle, format_table
+    from gptedge.export.evaluate import evaluate_bundle
+    from gptedge.measure.eval_report import format_table
 
-    result = evaluate_bundle(args.bundle, text_file=args.text, checkpoint_dir=args.checkpoint, out_dir=args.out,
+    result = evaluate_bundle(bundle, text_file=args.text, checkpoint_dir=checkpoint, out_dir=args.out,
                              provider=args.provider, threads=args.threads, new_tokens=args.new_tokens,
                              quiet=args.quiet)
     print(format_table(result.report))
-    print(f"wrote {', '.join(str(p) for p in result.files)} and the figures into {args.bundle}/manifest.json")
+    print(f"wrote {', '.join(str(p) for p in result.files)} and the figures into {bundle / 'manifest.json'}")
     return 0

@@ -21,18 +21,15 @@ PyTorch figures come from the checkpoint's own forward and ``train.sample.genera
 loop), and its speed from ``python -m gptedge.train.speed`` in a separate process, so torch's
 threads never compete with onnxruntime's. Speed is measured before anything loads torch.
 
-Outputs: a table (``format_table``), eval.json, eval.md and eval.png in --out, and each variant's
+Outputs: a table, eval.json, eval.md and eval.png in --out (``measure.eval_report``), and each variant's
 figures in its manifest ``metrics`` (the harness settings in ``manifest.eval``), written atomically.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -43,9 +40,11 @@ import numpy as np
 from tqdm import tqdm
 
 import gptedge
-from gptedge import atomic
 from gptedge.errors import UserError
 from gptedge.export.writing import writing
+from gptedge.measure import machine
+from gptedge.measure.eval_report import write_reports
+from gptedge.measure.pytorch import run_baseline
 from gptedge.runtime import contract, providers, records
 from gptedge.runtime.generation import PREFILL_LOGITS
 from gptedge.runtime.session import Decoder
@@ -57,7 +56,6 @@ PROMPTS = 4  # greedy continuations per variant
 ROUNDS = 2  # times each prompt is generated, for the speed figures
 PROMPT_TOKENS = 32
 PYTORCH = "pytorch"  # the checkpoint's entry name in the report
-REPORT_FILES = ("eval.json", "eval.md", "eval.png")
 
 
 @dataclass
@@ -187,12 +185,12 @@ def _evaluate(
         "prompt_tokens": len(prompts[0]),
         "new_tokens": n_new,
         "threads": threads,
-        "machine": _machine(),
+        "machine": machine.describe(),
         "gptedge": gptedge.__version__,
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     report = {"bundle": str(bundle_dir), "model": asdict(shape), "settings": settings, "entries": entries}
-    files = _write_reports(report, out_dir)
+    files = write_reports(report, out_dir)
     _write_metrics(bundle_dir, report)
     return EvalResult(report, files)
 
@@ -349,17 +347,10 @@ class _PyTorch:
         return out.numpy()
 
     def runtime_figures(self, prompts: list[list[int]], n_new: int, threads: int | None) -> dict[str, Any]:
-        """Speed in a separate process first (``train.speed``), then greedy tokens here."""
+        """Speed in a separate process first (``measure.pytorch``), then greedy tokens here."""
         from gptedge.train.sample import generate
 
-        cmd = [sys.executable, "-m", "gptedge.train.speed", str(self.path), "--json",
-               "--prompt-tokens", str(len(prompts[0])), "--new-tokens", str(n_new),
-               "--threads", str(threads or os.cpu_count() or 1)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UserError(f"the PyTorch speed run failed ({last}): run `{' '.join(cmd)}` to see why")
-        speed = json.loads(proc.stdout.strip().splitlines()[-1])
+        speed = run_baseline(self.path, len(prompts[0]), n_new, threads or os.cpu_count() or 1)
         model = self._model()
         tokens = [generate(model, p, n_new, temperature=0.0) for p in prompts]
         return {
@@ -369,129 +360,6 @@ class _PyTorch:
             "decode_tokens_per_s": speed["decode_tokens_per_s"],
             "tokens": tokens,
         }
-
-
-# ---------------------------------------------------------------------------------------------
-# Reports
-
-
-def _machine() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
-COLUMNS = (  # header, key, format (a format spec, or a function of the value)
-    ("provider", "provider", "s"),
-    ("size MB", "size_mb", ".2f"),
-    ("x fp32", "size_vs_fp32", ".3f"),
-    ("perplexity", "perplexity", ".4f"),
-    ("vs fp32", "perplexity_vs_fp32_pct", lambda v: f"{v:+.3f} %"),
-    ("max abs dlogit", "max_abs_logit_diff", ".4f"),
-    ("top-1", "top1_agreement", ".4f"),
-    ("greedy", "greedy_agreement", ".3f"),
-    ("load s", "load_s", ".3f"),
-    ("TTFT ms", "ttft_ms", ".1f"),
-    ("tok/s", "decode_tokens_per_s", ".0f"),
-    ("x fp32", "decode_vs_fp32", ".2f"),
-)
-
-
-def _rows(report: dict[str, Any]) -> list[list[str]]:
-    """Header and one row per engine, as strings ("-" for a figure not measured)."""
-    rows = [["variant"] + [header for header, _, _ in COLUMNS]]
-    for name, entry in report["entries"].items():
-        entry = {**entry, "size_mb": entry["size_bytes"] / 1e6}
-        cells = [name]
-        for _, key, fmt in COLUMNS:
-            value = entry.get(key)
-            cells.append("-" if value is None else fmt(value) if callable(fmt) else format(value, fmt))
-        rows.append(cells)
-    return rows
-
-
-def _notes(report: dict[str, Any]) -> list[str]:
-    s = report["settings"]
-    notes = [
-        f"text: {s['text']}; {s['windows']} windows of {s['window_tokens']} tokens ({s['tokens_scored']} tokens "
-        f"scored), the same for every engine; quality computed on cpu",
-        f"greedy: {s['prompts']} prompts of {s['prompt_tokens']} tokens, {s['new_tokens']} new tokens each; "
-        f"agreement = share of tokens before the first that differs from fp32's",
-        f"speed: batch 1 on {s['machine']}, median of {s.get('rounds', 1)} rounds of the prompts with the variants taking "
-        f"turns (gptedge bench measures speed in more detail)",
-    ]
-    for name, e in report["entries"].items():
-        if e.get("not_run"):
-            notes.append(f"{name}: not generated with ({e['not_run']})")
-    return notes
-
-
-def format_table(report: dict[str, Any]) -> str:
-    rows = _rows(report)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    return "\n".join(lines + [""] + _notes(report))
-
-
-def _markdown(report: dict[str, Any]) -> str:
-    rows = _rows(report)
-    m = report["model"]
-    lines = [
-        f"# gptedge eval: {Path(report['bundle']).name}",
-        "",
-        f"Model: {m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} wide, vocabulary {m['vocab_size']}, "
-        f"context {m['context_length']}. Measured {report['settings']['measured_at']}.",
-        "",
-        "| " + " | ".join(rows[0]) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(rows[0]))) + "|",
-    ]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    lines += ["", *(f"- {n}" for n in _notes(report)), "", "![size, perplexity and speed](eval.png)", ""]
-    return "\n".join(lines)
-
-
-def _chart(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    entries = report["entries"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    for ax, key, scale in ((left, "size_bytes", 1e-6), (right, "decode_tokens_per_s", 1.0)):
-        spots: dict[tuple[str, str], tuple[float, float, list[str]]] = {}  # engines on one spot share a label
-        for i, (name, e) in enumerate(entries.items()):
-            if e.get(key):
-                x, y = e[key] * scale, e["perplexity"]
-                ax.scatter(x, y, s=40, color=f"C{i}")
-                spots.setdefault((f"{x:.2g}", f"{y:.4g}"), (x, y, []))[2].append(name)
-        for x, y, names in spots.values():
-            ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    left.set_xlabel("file size (MB)")
-    left.set_ylabel("held-out perplexity (lower is better)")
-    right.set_xlabel("decode tokens / s (batch 1)")
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-    m = report["model"]
-    fig.suptitle(f"{Path(report['bundle']).name}: {m['n_layer']} layers, {m['n_embd']} wide; "
-                 f"size vs perplexity vs decode speed")
-    fig.tight_layout()
-    with atomic.temporary_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-
-
-def _write_reports(report: dict[str, Any], out_dir: Path) -> list[Path]:
-    json_report = {**report, "entries": {k: {f: v for f, v in e.items() if f != "tokens"} for k, e in report["entries"].items()}}
-    paths = [out_dir / f for f in REPORT_FILES]
-    atomic.write_text(paths[0], json.dumps(json_report, indent=2) + "\n")
-    atomic.write_text(paths[1], _markdown(report))
-    _chart(report, paths[2])
-    return paths
 
 
 METRIC_KEYS = tuple(f.name for f in fields(records.VariantMetrics))  # what goes into the manifest

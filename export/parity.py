@@ -27,7 +27,7 @@ import numpy as np
 
 from gptedge import runtime
 from gptedge.errors import UserError
-from gptedge.runtime import contract, records
+from gptedge.runtime import records
 from gptedge.runtime.padding import left_pad
 from gptedge.runtime.session import Decoder
 

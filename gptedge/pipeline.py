@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from gptedge import paths
-from gptedge.cli import require
+from gptedge.arguments import require
 from gptedge.errors import UserError
 from gptedge.train.config import PRESETS  # torch-free, like every cli module's imports
 
@@ -266,7 +266,7 @@ def _duration(seconds: float) -> str:
 
 def summary(b: Build, seconds: float) -> str:
     """Where the bundle is, what each variant costs and gains (the eval table), and what to run next."""
-    from gptedge.export.evaluate import format_table
+    from gptedge.measure.eval_report import format_table
 
     report = json.loads(_eval_report(b).read_text(encoding="utf-8"))
     return "\n".join([
@@ -334,6 +334,7 @@ def run_build(args: argparse.Namespace) -> int:
     require("onnxscript", "export")
     started = time.perf_counter()
     overrides = dict(parse_setting(s) for s in args.settings)
-    b = build(args.corpus, args.preset, args.out, args.from_checkpoint, args.steps, overrides, args.quiet)
+    from_checkpoint = paths.resolve_checkpoint(args.from_checkpoint) if args.from_checkpoint else None
+    b = build(args.corpus, args.preset, args.out, from_checkpoint, args.steps, overrides, args.quiet)
     print(summary(b, time.perf_counter() - started))
     return 0

@@ -59,6 +59,13 @@ def load(
     threads (None: one per physical core). The variant's file is checked against its sha256 when
     its session is first created.
     """
+    if not isinstance(bundle_dir, (str, Path)):
+        raise UserError(f"load() takes the bundle's folder as a str or Path, not {type(bundle_dir).__name__}")
+    for name, value in (("variant", variant), ("provider", provider), ("optimization", optimization)):
+        if not isinstance(value, str):
+            raise UserError(f"{name}={value!r} is invalid: use a name (a str), or \"auto\"")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise UserError(f"threads={threads!r} is invalid: use a positive whole number, or leave it unset")
     bundle_dir = Path(bundle_dir)
     manifest = contract.read_manifest(bundle_dir)
     name, chosen = providers.choose(manifest, variant, provider)

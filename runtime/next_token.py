@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 
 from gptedge.errors import UserError
 from gptedge.runtime.session import Decoder
+from gptedge.runtime.text import check_token_ids
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,12 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def next_token_candidates(decoder: Decoder, tokenizer: Tokenizer, ids: Sequence[int], k: int = 10) -> list[Candidate]:
     """The k most likely tokens to follow ``ids`` (the last context_length of them), most likely first."""
-    if not len(ids):
+    ids = check_token_ids(ids, decoder.shape.vocab_size)
+    if not ids:
         raise UserError("the text is empty: give at least one token to predict the next one")
-    window = list(ids)[-decoder.shape.context_length :]
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise UserError(f"k={k!r} is invalid: ask for at least 1 candidate")
+    window = ids[-decoder.shape.context_length :]
     probs = _softmax(_logits(decoder, window)[-1])  # (V,)
     k = min(k, probs.shape[0])
     top = np.argpartition(-probs, k - 1)[:k]
@@ -65,9 +69,10 @@ def token_probabilities(decoder: Decoder, ids: Sequence[int], start: int) -> np.
     position 0 (learned absolute positions) and keeps at least half a context of history for every
     token it scores, the same kind of window the generator slides when it runs out of context.
     """
+    ids = check_token_ids(ids, decoder.shape.vocab_size)
     n, C = len(ids), decoder.shape.context_length
-    if not 1 <= start <= n:
-        raise ValueError(f"start={start} must be in [1, {n}]: the first token has no prediction")
+    if not isinstance(start, (int, np.integer)) or isinstance(start, bool) or not 1 <= start <= n:
+        raise UserError(f"start={start!r} is invalid: use 1 to {n} (the first token has no prediction)")
     out = np.empty(n - start, dtype=np.float64)
     lo, first = max(0, min(start - C // 2, n - C)), start  # window ids[lo:hi] scores targets first..hi-1
     while first < n:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gptedge.runtime.settings import GenerationSettings
+
 
 def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np.ndarray:
     """Make tokens already in the sequence less likely (CTRL paper, as transformers does it):
@@ -65,6 +67,10 @@ class Sampler:
         repetition_penalty: float = 1.0,
         seed: int | None = None,
     ) -> None:
+        # The one set of rules for these values (a UserError naming the field and its range); the
+        # per-token functions above then need no checks of their own.
+        GenerationSettings(temperature=temperature, top_k=top_k, top_p=top_p,
+                           repetition_penalty=repetition_penalty, seed=seed)
         self.temperature = temperature
         self.top_k = top_k
         self.top_p = top_p

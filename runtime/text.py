@@ -13,7 +13,9 @@ from __future__ import annotations
 import codecs
 import json
 from functools import lru_cache
+from typing import Any
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from gptedge.errors import UserError
@@ -50,6 +52,23 @@ def token_bytes(tokenizer: Tokenizer, vocab_size: int) -> list[bytes]:
         if i < vocab_size:
             table[i] = b"" if added.special else added.content.encode("utf-8")
     return table
+
+
+def check_token_ids(ids: Any, vocab_size: int, what: str = "token ids") -> list[int]:
+    """``ids`` as a list of ints, or a UserError: a user's ids reach onnxruntime's Gather, where an
+    id outside 0..vocab_size-1 is a crash or garbage, and ``tokenizers``, which drops it silently."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple, np.ndarray)):
+        raise UserError(f"{what} are of type {type(ids).__name__}: pass a list of whole numbers")
+    if isinstance(ids, np.ndarray) and (ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer)):
+        raise UserError(f"{what} are a {ids.ndim}-D {ids.dtype} array: pass a 1-D array of integers")
+    bad = next((t for t in ids if not isinstance(t, (int, np.integer)) or isinstance(t, bool)), None)
+    if bad is not None:
+        raise UserError(f"{what} hold {type(bad).__name__} ({bad!r:.40}): pass whole numbers")
+    out = [int(t) for t in ids]
+    bad = next((t for t in out if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise UserError(f"{what} must be in 0..{vocab_size - 1} for this model, not {bad}: check the ids")
+    return out
 
 
 class StreamDecoder:

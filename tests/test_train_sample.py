@@ -1,9 +1,5 @@
 """PyTorch generation with the KV cache (the export's reference) and the eager speed baseline."""
 
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -45,22 +41,3 @@ def test_sampling_controls(trained):
     assert eos not in stopped[:-1]
     with pytest.raises(UserError, match="exceeds the model's context"):
         greedy(model, prompt, model.config.context_length)
-
-
-def test_speed_baseline_prints_one_json_object(random_checkpoint):
-    cmd = [sys.executable, "-m", "gptedge.train.speed", str(random_checkpoint), "--prompt-tokens", "8",
-           "--new-tokens", "16", "--past", "16", "--threads", "1", "--repeat", "1", "--json"]
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    assert result["engine"] == "pytorch-eager" and result["threads"] == 1
-    assert result["ttft_ms"] > 0 and result["decode_tokens_per_s"] > 0
-    assert [p["past"] for p in result["past"]] == [16] and result["past"][0]["decode_tokens_per_s"] > 0
-
-
-def test_speed_baseline_refuses_too_many_tokens(random_checkpoint, capsys):
-    from gptedge.train import speed
-
-    assert speed.main([str(random_checkpoint), "--new-tokens", "1000", "--json"]) == 2
-    assert "exceeds the context of 64" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gptedge.cli import require
+from gptedge.arguments import require
 from gptedge.train.config import PRESETS
 
 # CLI flags that override a TrainConfig / GPTConfig field of the same name (None = preset's value).

@@ -1,7 +1,7 @@
 """PyTorch eager decoding speed of a checkpoint, batch 1, with its KV cache: the baseline the ONNX
 variants are compared with.
 
-    python -m gptedge.train.speed CHECKPOINT --prompt-tokens 64 --new-tokens 128 --threads 2 --past 512 --json
+    python -m gptedge.measure.pytorch CHECKPOINT --prompt-tokens 64 --new-tokens 128 --threads 2 --past 512 --json
 
 prints one JSON object:
 
@@ -9,9 +9,11 @@ prints one JSON object:
     decode_tokens_per_s   tokens per second of the one-token-at-a-time steps that follow
     past                  for each --past N: decode tokens per second with a cache already N long
 
-``gptedge bench --checkpoint`` runs this as a subprocess, so the runtime never imports torch and
-the two engines never share (and fight over) the CPU threads of one process. Token ids are random:
-speed does not depend on them. Each figure is the median of --repeat runs after one warm-up.
+``gptedge bench --checkpoint`` and ``gptedge eval --checkpoint`` run this as a subprocess
+(``run_baseline``), so the two engines never share (and fight over) the CPU threads of one
+process. torch is imported only inside the functions that time it: the bench worker imports this
+module for ``PAST_STEPS`` on machines without torch. Token ids are random: speed does not depend
+on them. Each figure is the median of --repeat runs after one warm-up.
 """
 
 from __future__ import annotations
@@ -19,22 +21,45 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
-from typing import Sequence
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 from gptedge.errors import UserError
-from gptedge.train.checkpoint import load_checkpoint
-from gptedge.train.checkpoint_config import read_config
-from gptedge.train.model import GPT, KVCache
 
-PAST_STEPS = 32  # decode steps timed at each --past length
+if TYPE_CHECKING:
+    import torch
+
+    from gptedge.train.model import GPT, KVCache
+
+PAST_STEPS = 32  # decode steps timed at each cache length, here and in the ONNX workers
+
+
+def subprocess_json(cmd: list[str], what: str) -> dict[str, Any]:
+    """Run a measuring process and return the JSON object on its last line of output."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"{what} failed ({last}): run `{' '.join(cmd)}` to see why")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_baseline(
+    checkpoint: str | Path, prompt_tokens: int, new_tokens: int, threads: int, pasts: Sequence[int] = (), repeat: int = 3
+) -> dict[str, Any]:
+    """This module's figures for ``checkpoint``, measured in a process of its own."""
+    cmd = [sys.executable, "-m", "gptedge.measure.pytorch", str(checkpoint), "--json", "--threads", str(threads),
+           "--prompt-tokens", str(prompt_tokens), "--new-tokens", str(new_tokens), "--repeat", str(repeat),
+           "--past", *map(str, pasts)]
+    return subprocess_json(cmd, "the PyTorch baseline")
 
 
 def _step(model: GPT, ids: torch.Tensor, past: KVCache | None, position: int) -> tuple[torch.Tensor, KVCache]:
     """Feed ``ids`` (1, T) at absolute ``position``; return the greedy next token (1, 1) and the cache."""
+    import torch
+
     positions = torch.arange(position, position + ids.shape[1])[None, :]  # (1, T)
     logits, past = model(ids, position_ids=positions, past_key_values=past)
     return logits[:, -1:].argmax(-1), past
@@ -52,6 +77,8 @@ def time_generation(model: GPT, prompt: torch.Tensor, new_tokens: int) -> tuple[
 
 def time_past(model: GPT, past_len: int, steps: int, vocab: int, gen: torch.Generator) -> float:
     """Seconds for ``steps`` decode steps starting from a cache of ``past_len`` tokens."""
+    import torch
+
     token, past = _step(model, torch.randint(0, vocab, (1, past_len), generator=gen), None, 0)
     t0 = time.perf_counter()
     for i in range(steps):
@@ -59,10 +86,14 @@ def time_past(model: GPT, past_len: int, steps: int, vocab: int, gen: torch.Gene
     return time.perf_counter() - t0
 
 
-@torch.inference_mode()
 def measure(
     checkpoint: str, prompt_tokens: int, new_tokens: int, threads: int, pasts: Sequence[int], repeat: int = 3
 ) -> dict:
+    import torch
+
+    from gptedge.train.checkpoint import load_checkpoint
+    from gptedge.train.checkpoint_config import read_config
+
     if threads < 1 or repeat < 1:
         raise UserError("--threads and --repeat must be at least 1")
     shape = read_config(checkpoint).model
@@ -78,15 +109,16 @@ def measure(
     model = load_checkpoint(checkpoint).model.eval()
     gen = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, vocab, (1, prompt_tokens), generator=gen)
-    time_generation(model, prompt, min(new_tokens, 8))  # warm-up: allocator, thread pool, kernels
-    runs = [time_generation(model, prompt, new_tokens) for _ in range(repeat)]
+    with torch.inference_mode():
+        time_generation(model, prompt, min(new_tokens, 8))  # warm-up: allocator, thread pool, kernels
+        runs = [time_generation(model, prompt, new_tokens) for _ in range(repeat)]
+        past = []
+        for p in pasts:
+            seconds = statistics.median(time_past(model, p, PAST_STEPS, vocab, gen) for _ in range(repeat))
+            per_token = seconds / PAST_STEPS
+            past.append({"past": p, "decode_tokens_per_s": 1 / per_token, "ms_per_token": 1000 * per_token})
     ttft = statistics.median(r[0] for r in runs)
     decode = statistics.median(r[1] for r in runs)
-    past = []
-    for p in pasts:
-        seconds = statistics.median(time_past(model, p, PAST_STEPS, vocab, gen) for _ in range(repeat))
-        per_token = seconds / PAST_STEPS
-        past.append({"past": p, "decode_tokens_per_s": 1 / per_token, "ms_per_token": 1000 * per_token})
     return {
         "engine": "pytorch-eager",
         "checkpoint": str(checkpoint),
@@ -103,7 +135,7 @@ def measure(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gptedge.train.speed", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m gptedge.measure.pytorch", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="checkpoint folder (config.json, weights, tokenizer.json)")
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=128)
@@ -115,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = measure(args.checkpoint, args.prompt_tokens, args.new_tokens, args.threads, args.past, args.repeat)
     except UserError as e:
-        print(f"gptedge.train.speed: error: {e}", file=sys.stderr)
+        print(f"gptedge.measure.pytorch: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result))

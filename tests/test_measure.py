@@ -2,6 +2,8 @@
 checks the figures are produced and consistent, not how fast anything is)."""
 
 import json
+import subprocess
+import sys
 
 from gptedge.cli import main
 
@@ -26,3 +28,28 @@ def test_bench_writes_figures_and_chart_with_a_pytorch_baseline(tiny_bundle, exp
 def test_bench_names_an_unknown_variant(tiny_bundle, tmp_path, capsys):
     assert main(["bench", str(tiny_bundle), "--variants", "fp64", "--out", str(tmp_path)]) == 2
     assert "no variant 'fp64'" in capsys.readouterr().err
+
+
+def test_pytorch_baseline_in_a_process_of_its_own(random_checkpoint):
+    from gptedge.measure.pytorch import run_baseline
+
+    result = run_baseline(random_checkpoint, prompt_tokens=8, new_tokens=16, threads=1, pasts=[16], repeat=1)
+    assert result["engine"] == "pytorch-eager" and result["threads"] == 1
+    assert result["ttft_ms"] > 0 and result["decode_tokens_per_s"] > 0
+    assert [p["past"] for p in result["past"]] == [16] and result["past"][0]["decode_tokens_per_s"] > 0
+
+
+def test_pytorch_baseline_refuses_too_many_tokens(random_checkpoint, capsys):
+    from gptedge.measure import pytorch
+
+    assert pytorch.main([str(random_checkpoint), "--new-tokens", "1000", "--json"]) == 2
+    assert "exceeds the context of 64" in capsys.readouterr().err
+
+
+def test_the_bench_worker_needs_no_torch():
+    """The worker a device runs imports the runtime and the measurement helpers, never torch."""
+    from blockers import BLOCK_HEAVY
+
+    script = BLOCK_HEAVY + "import gptedge.measure.bench, gptedge.measure.machine, gptedge.measure.tables\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -1,6 +1,6 @@
 """``gptedge bench``: how fast and how big each variant of a bundle is, per execution provider.
 
-For every (variant, provider) a fresh worker process (``python -m gptedge.runtime.bench``) loads
+For every (variant, provider) a fresh worker process (``python -m gptedge.measure.bench``) loads
 the variant and measures, batch 1, greedy, random token ids (speed does not depend on them):
 
     ttft_ms                  time to first token for a --prompt-tokens prompt
@@ -11,10 +11,10 @@ the variant and measures, batch 1, greedy, random token ids (speed does not depe
     size_mb                  the variant's file size on disk
     soak                     with --soak N: resident memory along N short generations (no growth)
 
-A process per variant keeps memory figures apart and the variants from sharing thread pools. With
-``--checkpoint`` the same figures come from PyTorch eager with its KV cache, run as another
-subprocess (``python -m gptedge.train.speed``) so this package never imports torch and the two
-engines never compete for the cores inside one process; the ratios are printed. Each figure is the
+A process per variant keeps memory figures apart and the variants from sharing thread pools; a
+worker imports only the runtime, so a device with the base install can run it. With
+``--checkpoint`` the same figures come from PyTorch eager with its KV cache (``measure.pytorch``,
+in a process of its own, so the two engines never compete for the cores); the ratios are printed. Each figure is the
 median of --repeat runs, with the spread (min..max) kept beside it: other work on the machine moves
 single runs a lot.
 """
@@ -27,7 +27,6 @@ import importlib.util
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,8 +34,10 @@ from typing import Any, Sequence
 
 from gptedge import atomic
 from gptedge.errors import UserError
+from gptedge.measure import pytorch, tables
+from gptedge.measure.machine import current_rss_mb, describe, peak_rss_mb
+from gptedge.measure.pytorch import PAST_STEPS, subprocess_json
 
-PAST_STEPS = 32  # decode steps timed at each cache length (as gptedge.train.speed does)
 SHORT_PAST = 64
 
 
@@ -45,26 +46,6 @@ def pasts(context_length: int) -> list[int]:
     90 % of the context, leaving room for the timed steps."""
     long = min(round(0.9 * context_length), context_length - PAST_STEPS - 1)
     return [min(SHORT_PAST, max(1, long // 2)), long]
-
-
-def peak_rss_mb() -> float | None:
-    """This process's peak resident set size (None where the OS does not say, e.g. Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-def current_rss_mb() -> float | None:
-    try:
-        with open("/proc/self/statm") as f:
-            import os
-
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return None
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -135,14 +116,6 @@ def measure(
     return figures
 
 
-def _subprocess_json(cmd: list[str], what: str) -> dict[str, Any]:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"{what} failed ({last}): run `{' '.join(cmd)}` to see why")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def _median(fig: Any) -> float:
     return fig["median"] if isinstance(fig, dict) else fig
 
@@ -174,19 +147,17 @@ def run_bench(args: argparse.Namespace) -> int:
     results = []
     for v, p in pairs:
         print(f"measuring {v} on {p} ...", file=sys.stderr, flush=True)
-        cmd = [sys.executable, "-m", "gptedge.runtime.bench", str(args.bundle), "--variant", v, "--provider", p,
+        cmd = [sys.executable, "-m", "gptedge.measure.bench", str(args.bundle), "--variant", v, "--provider", p,
                "--threads", str(args.threads), "--soak", str(args.soak), *common]
-        results.append(_subprocess_json(cmd, f"benchmark of {v} on {p}"))
+        results.append(subprocess_json(cmd, f"benchmark of {v} on {p}"))
     baseline = None
     if args.checkpoint:
         print("measuring PyTorch eager ...", file=sys.stderr, flush=True)
-        cmd = [sys.executable, "-m", "gptedge.train.speed", str(args.checkpoint), "--threads", str(args.threads),
-               "--past", *map(str, pasts(C)), "--json", *common]
-        baseline = _subprocess_json(cmd, "PyTorch baseline")
+        baseline = pytorch.run_baseline(args.checkpoint, prompt_tokens, new_tokens, args.threads, pasts(C), args.repeat)
     report = {
         "bundle": str(args.bundle),
         "model": dataclasses.asdict(manifest.model),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version()},
+        "machine": {"cpu": describe(), "platform": platform.platform(), "python": platform.python_version()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "results": results,
         "pytorch": baseline,
@@ -218,8 +189,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "-",
             f"{r['size_mb']:.1f}" if "size_mb" in r else "-",
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = [tables.text_table(rows)]
     torch = report["pytorch"]
     if torch:
         for r in report["results"]:
@@ -235,13 +205,8 @@ def format_table(report: dict[str, Any]) -> str:
 
 def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     """Decode tokens/s at both cache lengths per engine; skipped (with a note) without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed, so no chart: pip install matplotlib (or gptedge[demo])", file=sys.stderr)
+    plt = tables.pyplot(required=False)
+    if plt is None:
         return None
     entries = [(f"{r['variant']}\n{r['provider']}", r) for r in report["results"]]
     if report["pytorch"]:
@@ -262,16 +227,12 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     m = report["model"]
     ax.set_title(f"{m['n_layer']} layers, {m['n_embd']} wide, context {m['context_length']}")
     ax.legend()
-    fig.tight_layout()
-    with atomic.temporary_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return tables.save_png(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The worker process: measure one (variant, provider) and print one JSON object."""
-    p = argparse.ArgumentParser(prog="python -m gptedge.runtime.bench", description="one gptedge bench worker")
+    p = argparse.ArgumentParser(prog="python -m gptedge.measure.bench", description="one gptedge bench worker")
     p.add_argument("bundle")
     p.add_argument("--variant", default="auto")
     p.add_argument("--provider", default="auto")

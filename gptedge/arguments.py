@@ -1,0 +1,49 @@
+"""What every stage's ``cli.py`` shares: argument types that refuse a bad number at parse time,
+and the check for an optional dependency. Kept out of ``gptedge.cli`` (which imports the stage
+CLIs) so that the stage CLIs and the root CLI do not import each other."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+from typing import Callable
+
+from gptedge.errors import UserError
+
+
+def require(module: str, extra: str) -> None:
+    """Fail with the install command if an optional dependency of a subcommand is missing."""
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise UserError(
+            f"this command needs '{module}' ({e}): install it with pip install 'gptedge[{extra}]'"
+        ) from None
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number >= ``minimum``, refused at parse time (before any
+    model is loaded) with the range in the message."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use a whole number >= {minimum}")
+        return value
+
+    return parse
+
+
+def real_number(text: str) -> float:
+    """An argparse ``type``: a finite number (nan and inf are refused: no setting means them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value

@@ -1,0 +1,47 @@
+"""``gptedge bench``: speed and memory of a bundle's variants (``measure.bench``). Nothing heavy is
+imported until the command runs; BUNDLE and --checkpoint may be run folders."""
+
+from __future__ import annotations
+
+import argparse
+
+from gptedge import paths
+from gptedge.arguments import whole_number
+
+BUNDLE_HELP = "a bundle folder from gptedge export, or the run folder holding it"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    b = subparsers.add_parser(
+        "bench",
+        help="measure speed and memory of a bundle's variants per execution provider",
+        description="Time to first token, decode tokens/s at a short and a ~90%% full cache, Python "
+        "overhead per token, peak memory and file size, per variant and provider (batch 1), written "
+        "to OUT/bench.json and OUT/bench.png. With --checkpoint, PyTorch eager with its KV cache is "
+        "measured too (needs the train extra) and the ratios are printed.",
+    )
+    b.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
+    b.add_argument("--checkpoint", metavar="DIR", help="the checkpoint the bundle came from (or its run "
+                   "folder), for the PyTorch baseline")
+    b.add_argument("--variants", nargs="+", metavar="NAME", help="variants to measure (default: all)")
+    b.add_argument("--providers", nargs="+", metavar="NAME", help="providers to measure (default: all available)")
+    b.add_argument("--threads", type=whole_number(1), default=2, help="intra-op threads for both engines (default 2)")
+    b.add_argument("--prompt-tokens", type=whole_number(1),
+                   help="prompt length (default 64, a quarter of a shorter context)")
+    b.add_argument("--new-tokens", type=whole_number(1),
+                   help="tokens to generate (default 128, or what the context has left)")
+    b.add_argument("--repeat", type=whole_number(1), default=3, help="runs per figure; median and spread are kept")
+    b.add_argument("--soak", type=whole_number(0), default=0, metavar="N",
+                   help="also run N short generations and report resident memory before and after")
+    b.add_argument("--out", default="bench", metavar="DIR", help="folder for bench.json and bench.png (default ./bench)")
+    b.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from gptedge.measure.bench import run_bench as bench
+
+    paths.output_folder(args.out, "--out")
+    args.bundle = paths.resolve_bundle(args.bundle)
+    if args.checkpoint:
+        args.checkpoint = paths.resolve_checkpoint(args.checkpoint)
+    return bench(args)

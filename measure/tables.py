@@ -1,0 +1,43 @@
+"""The console tables and PNG charts of ``gptedge bench`` and ``gptedge eval``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from gptedge import atomic
+
+
+def text_table(rows: Sequence[Sequence[str]]) -> str:
+    """Aligned columns: the first left-aligned (names), the rest right-aligned (figures)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows
+    )
+
+
+def pyplot(required: bool = True) -> Any:
+    """matplotlib's pyplot on the file-only Agg backend; without matplotlib, None (with a note on
+    stderr) unless ``required``, where the ImportError propagates."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        if required:
+            raise
+        print("matplotlib is not installed, so no chart: pip install matplotlib (or gptedge[demo])", file=sys.stderr)
+        return None
+    return plt
+
+
+def save_png(fig: Any, path: Path) -> Path:
+    """Write the figure atomically and free it."""
+    plt = pyplot()
+    fig.tight_layout()
+    with atomic.temporary_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
