@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from gptedge.arguments import require, whole_number
+from gptedge.arguments import BUNDLE_HELP, CHECKPOINT_HELP, require, whole_number
 from gptedge.paths import output_folder, resolve_bundle, resolve_checkpoint
-
-BUNDLE_HELP = "a bundle folder from gptedge export, or the run folder holding it"
-CHECKPOINT_HELP = "a checkpoint folder from gptedge train or import, or the run folder holding it"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

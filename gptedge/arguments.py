@@ -11,6 +11,11 @@ from typing import Callable
 
 from gptedge.errors import UserError
 
+# What a BUNDLE or CHECKPOINT argument takes: the folder, or the run folder holding it
+# (``gptedge.paths.resolve_bundle`` / ``resolve_checkpoint``).
+BUNDLE_HELP = "a bundle folder from gptedge export, or the run folder holding it"
+CHECKPOINT_HELP = "a checkpoint folder from gptedge train or import, or the run folder holding it"
+
 
 def require(module: str, extra: str) -> None:
     """Fail with the install command if an optional dependency of a subcommand is missing."""

@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 
 from gptedge import paths
-from gptedge.arguments import whole_number
-
-BUNDLE_HELP = "a bundle folder from gptedge export, or the run folder holding it"
+from gptedge.arguments import BUNDLE_HELP, whole_number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

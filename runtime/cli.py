@@ -11,10 +11,8 @@ import argparse
 import sys
 
 from gptedge import paths
-from gptedge.arguments import real_number, whole_number
+from gptedge.arguments import BUNDLE_HELP, real_number, whole_number
 from gptedge.errors import check_text
-
-BUNDLE_HELP = "a bundle folder from gptedge export, or the run folder holding it"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
