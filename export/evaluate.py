@@ -4,7 +4,7 @@ Quantization that quietly makes a model worse is the failure this guards against
 variant (and the PyTorch checkpoint, when given) gets the same figures from the same tokens:
 
 - quality, from full prefills of held-out text cut into non-overlapping windows of context_length
-  tokens (``runtime.session.Decoder``, on CPU for every variant):
+  tokens (``runtime.decoder.Decoder``, on CPU for every variant):
     perplexity           exp(mean negative log-likelihood of each window's tokens 2..T)
     max_abs_logit_diff   largest |logit - fp32 logit| over every position of every window
     top1_agreement       share of positions whose most likely next token is fp32's
@@ -47,7 +47,7 @@ from gptedge.measure.eval_report import write_reports
 from gptedge.measure.pytorch import run_baseline
 from gptedge.runtime import contract, providers, records
 from gptedge.runtime.generation import PREFILL_LOGITS
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.decoder import Decoder
 
 if TYPE_CHECKING:  # annotations only
     from gptedge.train.checkpoint_config import CheckpointConfig
@@ -241,9 +241,7 @@ def _runtime_figures(
 
     A turn is a whole round of prompts after a short untimed generation: each session keeps its
     own onnxruntime thread pool, whose threads spin on for a while after a run, and switching
-    variants after every prompt measured every variant at about half its speed alone (tiny
-    preset, 2 cores: fp32 1,050-1,280 tok/s switching per prompt, 2,070-2,430 per round, ~2,500
-    alone)."""
+    variants after every prompt measured every variant at about half its speed alone."""
     from gptedge.runtime.model import load
 
     figures: dict[str, dict[str, Any]] = {}

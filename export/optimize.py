@@ -1,6 +1,6 @@
 """``gptedge optimize``: fuse a bundle's fp32 graph for onnxruntime, prove it computes the same, swap it in.
 
-What runs, and why this and not something else (measured figures: the closing notes of issue 5):
+What runs, and why this and not something else (the measured figures are in the README):
 
 - **Fusions**: onnxscript's onnxruntime fusions (``onnxscript.rewriter.ort_fusions.optimize_for_ort``):
   LayerNorm + residual -> SkipLayerNormalization, bias + exact GELU -> BiasGelu, and each layer's
@@ -11,10 +11,9 @@ What runs, and why this and not something else (measured figures: the closing no
   matrix twice; its output decodes no faster than the exported graph, so it is not used.
 - **Attention**: after the fusions, each layer's MultiHeadAttention becomes GroupQueryAttention
   over a preallocated cache that past and present share (``shared_cache``; the manifest marks the
-  variant's ``cache_layout`` "shared"). Measured with ``gptedge bench`` at the gpt2 shape, 2
-  threads: the exported graph decodes at 43.9 tok/s and takes 1.70x as long per token at past 922
-  as at past 64; MultiHeadAttention with its concatenated cache about 1.3-1.4x; the shared cache
-  48-68 tok/s and 1.01-1.18x (no copy of the cache per step), with 100-200 MB less peak memory.
+  variant's ``cache_layout`` "shared"). With ``gptedge bench`` at the gpt2 shape, the exported
+  graph's time per token grows with the cache (every step copies it), MultiHeadAttention's
+  concatenated cache grows less, and the shared cache stays about flat, with less peak memory.
   GroupQueryAttention and the opset-23 Attention op written into the concatenating contract
   measured the same as MultiHeadAttention: the gain is the shared buffer, not the op.
 - **No offline onnxruntime optimisation is saved**: onnxruntime optimises the graph again every time
@@ -59,7 +58,7 @@ from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.writing import writing
 from gptedge.runtime import contract, records
 from gptedge.runtime.padding import left_pad
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.decoder import Decoder
 
 TOLERANCE = 1e-4  # max |logit difference| between the original and the fused graph
 VARIANT = "fp32"

@@ -29,7 +29,7 @@ from gptedge import runtime
 from gptedge.errors import UserError
 from gptedge.runtime import records
 from gptedge.runtime.padding import left_pad
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.decoder import Decoder
 
 TOLERANCE = 1e-4  # max |logit difference|; fp32 graphs land near 1e-6
 GREEDY_TOKENS = 64
@@ -115,7 +115,7 @@ def check_greedy(model: Any, generator: Any, tokens: np.ndarray) -> records.Gree
     prompt = [int(t) for t in tokens[: min(GREEDY_PROMPT_TOKENS, model.config.context_length // 4)]]
     n = min(GREEDY_TOKENS, model.config.context_length - len(prompt))
     # One thread: a one-token step is too small to share, and with two threads every step waits
-    # for the slower one; on a busy 2-core machine that made these steps 3-10x slower (measured).
+    # for the slower one; on a busy 2-core machine that made these steps several times slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

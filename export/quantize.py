@@ -213,7 +213,7 @@ def convert(
 
             return convert_fp16(model)
         from gptedge.export.quantize_static import quantize_int8_static
-        from gptedge.runtime.session import Decoder
+        from gptedge.runtime.decoder import Decoder
 
         return quantize_int8_static(model, Decoder(fp32_path, manifest), tokens)
 
@@ -222,7 +222,7 @@ def smoke_test(path: Path, manifest: contract.Manifest) -> tuple[str, str]:
     """Load the new graph in onnxruntime (CPU) and run a two-token prefill and one decode step:
     a graph that fails here is a bug in the conversion, and must never reach the bundle.
     Returns the graph's cache dtype and layout, for its manifest entry."""
-    from gptedge.runtime.session import Decoder
+    from gptedge.runtime.decoder import Decoder
 
     decoder = Decoder(path, manifest)
     ids = np.array([[manifest.eos_token_id, manifest.eos_token_id]], dtype=np.int64)

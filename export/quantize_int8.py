@@ -7,10 +7,10 @@ head's int8 weights (see ``tied_embedding``); the position table stays fp32 (con
 
 ``reduce_range`` (7-bit weights) is for x86 CPUs without VNNI: there onnxruntime multiplies
 uint8 x int8 with AVX2's ``vpmaddubsw``, which adds pairs of products in int16 and saturates;
-with per-channel scales that saturation multiplied the logit error by 6.6 (measured on an AVX2
-machine, see the field notes). VNNI (``avx512_vnni`` / ``avx_vnni``) accumulates in int32 and takes
-the full 8 bits; on a VNNI CPU per-channel int8 measured the best of the four settings (top-1
-agreement 98.6 % vs 98.1-98.2 % for per-tensor or reduce_range). The choice is made on the machine
+with per-channel scales that saturation multiplied the logit error several times (measured on an
+AVX2 machine, see the field notes). VNNI (``avx512_vnni`` / ``avx_vnni``) accumulates in int32 and
+takes the full 8 bits; on a VNNI CPU per-channel int8 measured the best of the four settings in
+top-1 agreement with fp32. The choice is made on the machine
 that quantizes and recorded in the manifest: quantize on (or for) the kind of CPU that will run it.
 """
 

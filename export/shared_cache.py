@@ -24,7 +24,7 @@ step's 500 MB of weights just pushed out of the CPU caches).
   as in the exported graph. ``MASKED`` is finite, and small enough for fp16: a padding query whose
   keys are all masked then averages them instead of producing NaN;
 - the past and present sizes become ``contract.CACHE_CAPACITY``: the runtime allocates C slots and
-  binds the same buffer as both (``runtime.session``, cache layout "shared").
+  binds the same buffer as both (``runtime.decoder``, cache layout "shared").
 
 Each layer's query, key and value go in packed, as the one tensor the QKV projection makes (its
 Split goes), and the old mask subgraph is dropped once no node reads it.

@@ -13,10 +13,10 @@ position it was computed at: dropping the oldest token cannot be done by shiftin
 remaining token would need new positions and so new keys and values. The loop therefore keeps a
 window and recomputes it: when a row's next token would need position C, the row keeps its last
 W = C - C // 4 tokens and the batch is re-prefilled from positions 0. The next C // 4 tokens then
-decode through the cache again. A re-prefill is one forward over W tokens: measured at 10 decode
-steps for the tiny preset (W = 192) and 48 for GPT-2 124M (W = 768), so sliding by C // 4 adds
-about 16-19 % per token once past the context, where sliding by one token (a re-prefill per
-token) would make every token 10-48x slower; a larger chunk would forget more history at once.
+decode through the cache again. A re-prefill is one forward over W tokens, costing tens of decode
+steps, so sliding by C // 4 spreads it over C // 4 tokens, where sliding by one token (a re-prefill
+per token) would make every token that much slower; a larger chunk would forget more history at
+once (the README has the measured cost).
 Everything generated after a slide is exactly what the model computes for the window (tests
 compare it with a fresh forward over the same window). A prompt longer than the context keeps
 its last W tokens, with a warning.
@@ -36,7 +36,7 @@ import numpy as np
 from gptedge.runtime.padding import left_pad
 from gptedge.runtime.sampling import Sampler
 from gptedge.runtime.settings import GenerationSettings
-from gptedge.runtime.session import Cache, Decoder
+from gptedge.runtime.decoder import Cache, Decoder
 from gptedge.runtime.text import StopStrings, StreamDecoder
 
 PREFILL_LOGITS = 8 * 1024 * 1024  # floats of logits per prefill chunk (32 MB)
@@ -70,8 +70,8 @@ class Row:
     detokenizer: StreamDecoder
     stops: StopStrings
     # Decode and check stop strings token by token (streaming, or stop strings set). Otherwise the
-    # text is decoded once at the end: the same text, without ~0.03 ms of Python per token that
-    # nobody reads (at the gpt2 size, a quarter of what the loop adds to onnxruntime's time).
+    # text is decoded once at the end: the same text, without Python per token that nobody reads
+    # (a visible share of what the loop adds to onnxruntime's time at the gpt2 size).
     live_text: bool = True
     generated: list[int] = field(default_factory=list)
     stop_reason: str | None = None

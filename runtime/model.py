@@ -29,7 +29,7 @@ from gptedge.errors import UserError, check_text
 from gptedge.runtime import contract, generation, providers
 from gptedge.runtime.generation import GenerationResult, Row
 from gptedge.runtime.settings import GenerationSettings
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.decoder import Decoder
 from gptedge.runtime.text import StopStrings, StreamDecoder, check_token_ids, token_bytes
 
 log = logging.getLogger("gptedge.runtime")

@@ -20,7 +20,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from gptedge.errors import UserError
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.decoder import Decoder
 from gptedge.runtime.text import check_token_ids
 
 

@@ -2,7 +2,7 @@
 provenance, the eval harness's settings and each variant's figures.
 
 Typed like the rest of the manifest (``contract`` reads and writes them with one reader and one
-writer), kept apart because generating text needs none of them: ``contract``, ``session``,
+writer), kept apart because generating text needs none of them: ``contract``, ``decoder``,
 ``generation``, ``sampling``, ``settings``, ``padding`` and ``text`` are what a port of the runtime
 to another language reads; this file is what the tools that make and judge bundles read.
 Standard library only.

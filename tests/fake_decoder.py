@@ -1,4 +1,4 @@
-"""A numpy stand-in for ``runtime.session.Decoder``, so the generation loop is tested in
+"""A numpy stand-in for ``runtime.decoder.Decoder``, so the generation loop is tested in
 milliseconds, with no torch, no onnxruntime session and no trained model.
 
 It keeps the decoder's contract to the letter and checks the caller keeps it too: both cache

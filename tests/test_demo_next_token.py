@@ -8,7 +8,7 @@ from tokenizers import Tokenizer
 from gptedge.errors import UserError
 from gptedge.runtime import contract
 from gptedge.runtime.next_token import next_token_candidates, token_probabilities
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.decoder import Decoder
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from gptedge.errors import UserError
 from gptedge.export import bundle, graph
 from gptedge.runtime import contract
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.decoder import Decoder
 from cli_checks import one_line_error
 
 

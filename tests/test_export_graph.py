@@ -10,7 +10,7 @@ import torch
 
 from gptedge.export import graph
 from gptedge.runtime import contract
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.decoder import Decoder
 from gptedge.train.checkpoint import load_checkpoint
 
 ONNX_DTYPES = {onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32"}

@@ -20,7 +20,7 @@ from gptedge.export.bundle import fp32_variant
 from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.parity import check_batch
 from gptedge.runtime import contract
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.decoder import Decoder
 from cli_checks import one_line_error, snapshot
 
 

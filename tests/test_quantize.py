@@ -18,7 +18,7 @@ from gptedge.errors import UserError
 from gptedge.export import quantize
 from gptedge.export.quantize_int8 import reduce_range
 from gptedge.runtime import contract
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.decoder import Decoder
 from cli_checks import one_line_error, snapshot
 
 

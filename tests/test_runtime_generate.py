@@ -23,7 +23,7 @@ from blockers import BLOCK_HEAVY
 from gptedge.errors import UserError
 from gptedge.runtime import contract, providers
 from gptedge.runtime.model import Model
-from gptedge.runtime.session import Decoder
+from gptedge.runtime.decoder import Decoder
 from gptedge.train.checkpoint import load_checkpoint
 
 GREEDY = dict(temperature=0.0, ignore_eos=True)

@@ -1,5 +1,5 @@
 """The "shared" cache layout: the optimized graph writes into one preallocated buffer per key and
-value, which the runtime binds as both past and present (``runtime/session.py``)."""
+value, which the runtime binds as both past and present (``runtime/decoder.py``)."""
 
 import json
 import shutil
@@ -11,7 +11,7 @@ import pytest
 import gptedge.runtime
 from gptedge.errors import UserError
 from gptedge.runtime import contract
-from gptedge.runtime.session import Decoder, SharedCache
+from gptedge.runtime.decoder import Decoder, SharedCache
 
 
 @pytest.fixture(scope="module")
