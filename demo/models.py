@@ -18,11 +18,10 @@ from typing import Iterator
 
 import gptedge.runtime
 from gptedge.errors import UserError, check_text
-from gptedge.runtime import contract, providers
-from gptedge.runtime.generation import GenerationResult
-from gptedge.runtime.settings import GenerationSettings
-from gptedge.runtime.next_token import Candidate, next_token_candidates, token_probabilities
-from gptedge.runtime.text import StreamDecoder, token_bytes
+from gptedge.runtime import (
+    Candidate, GenerationResult, GenerationSettings, StreamDecoder, contract, next_token_candidates, providers,
+    token_bytes, token_probabilities,
+)
 
 # Limits that keep one visitor from tying up the machine: prompts are cut off by characters
 # (before tokenizing, so a huge paste costs nothing), answers by tokens.

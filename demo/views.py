@@ -8,9 +8,7 @@ import html
 from pathlib import Path
 from typing import Any, Sequence
 
-from gptedge.runtime import contract
-from gptedge.runtime.generation import GenerationResult
-from gptedge.runtime.next_token import Candidate
+from gptedge.runtime import Candidate, GenerationResult, contract
 
 STOP_REASONS = {"eos": "end of text", "stop": "stop string", "length": "max new tokens"}
 

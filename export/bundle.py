@@ -28,9 +28,7 @@ from gptedge.export import graph, parity
 from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.heldout import Split, corpus_name, heldout_text
 from gptedge.export.writing import writing
-from gptedge.runtime import contract, records
-from gptedge.runtime.model import read_tokenizer
-from gptedge.runtime.settings import GenerationSettings
+from gptedge.runtime import GenerationSettings, contract, read_tokenizer, records
 from gptedge.train.checkpoint import Checkpoint, load_checkpoint
 from gptedge.train.tokenizer import special_ids
 

@@ -45,9 +45,7 @@ from gptedge.export.writing import writing
 from gptedge.measure import machine
 from gptedge.measure.eval_report import write_reports
 from gptedge.measure.pytorch import run_baseline
-from gptedge.runtime import contract, providers, records
-from gptedge.runtime.generation import PREFILL_LOGITS
-from gptedge.runtime.decoder import Decoder
+from gptedge.runtime import Decoder, PREFILL_LOGITS, contract, providers, records
 
 if TYPE_CHECKING:  # annotations only
     from gptedge.train.checkpoint_config import CheckpointConfig
@@ -142,7 +140,7 @@ def _evaluate(
     quiet: bool,
 ) -> EvalResult:
     from gptedge.export.heldout import Split, heldout_text
-    from gptedge.runtime.model import read_tokenizer
+    from gptedge.runtime import read_tokenizer
 
     out_dir = Path(out_dir) if out_dir is not None else bundle_dir / "eval"
     manifest = contract.read_bundle(bundle_dir)  # every file's hash is checked here
@@ -242,7 +240,7 @@ def _runtime_figures(
     A turn is a whole round of prompts after a short untimed generation: each session keeps its
     own onnxruntime thread pool, whose threads spin on for a while after a run, and switching
     variants after every prompt measured every variant at about half its speed alone."""
-    from gptedge.runtime.model import load
+    from gptedge.runtime import load
 
     figures: dict[str, dict[str, Any]] = {}
     models = {}

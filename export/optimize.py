@@ -56,9 +56,7 @@ from gptedge.errors import UserError
 from gptedge.export import fuse_attention, graph, shared_cache
 from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.writing import writing
-from gptedge.runtime import contract, records
-from gptedge.runtime.padding import left_pad
-from gptedge.runtime.decoder import Decoder
+from gptedge.runtime import Decoder, contract, left_pad, records
 
 TOLERANCE = 1e-4  # max |logit difference| between the original and the fused graph
 VARIANT = "fp32"

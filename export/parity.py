@@ -27,9 +27,7 @@ import numpy as np
 
 from gptedge import runtime
 from gptedge.errors import UserError
-from gptedge.runtime import records
-from gptedge.runtime.padding import left_pad
-from gptedge.runtime.decoder import Decoder
+from gptedge.runtime import Decoder, left_pad, records
 
 TOLERANCE = 1e-4  # max |logit difference|; fp32 graphs land near 1e-6
 GREEDY_TOKENS = 64

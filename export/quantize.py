@@ -123,7 +123,7 @@ def calibration_tokens(bundle_dir: Path, manifest: contract.Manifest, text_file:
     """Held-out text for int8-static: ``text_file``, or the held-out split of the default corpus
     (as ``gptedge export`` recorded the training split in the provenance)."""
     from gptedge.export.heldout import Split, heldout_text
-    from gptedge.runtime.model import read_tokenizer
+    from gptedge.runtime import read_tokenizer
 
     if text_file is not None:
         path = Path(text_file)
@@ -213,7 +213,7 @@ def convert(
 
             return convert_fp16(model)
         from gptedge.export.quantize_static import quantize_int8_static
-        from gptedge.runtime.decoder import Decoder
+        from gptedge.runtime import Decoder
 
         return quantize_int8_static(model, Decoder(fp32_path, manifest), tokens)
 
@@ -222,7 +222,7 @@ def smoke_test(path: Path, manifest: contract.Manifest) -> tuple[str, str]:
     """Load the new graph in onnxruntime (CPU) and run a two-token prefill and one decode step:
     a graph that fails here is a bug in the conversion, and must never reach the bundle.
     Returns the graph's cache dtype and layout, for its manifest entry."""
-    from gptedge.runtime.decoder import Decoder
+    from gptedge.runtime import Decoder
 
     decoder = Decoder(path, manifest)
     ids = np.array([[manifest.eos_token_id, manifest.eos_token_id]], dtype=np.int64)

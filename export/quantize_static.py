@@ -34,8 +34,7 @@ import numpy as np
 import onnx
 
 from gptedge.export import tied_embedding
-from gptedge.runtime import contract
-from gptedge.runtime.decoder import Cache, Decoder
+from gptedge.runtime import Cache, Decoder, contract
 
 # Windows of held-out text; each gives one prefill and one decode feed. The calibrator keeps every
 # activation of every feed in memory until the end (its chunking option drops data in onnxruntime

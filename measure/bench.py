@@ -65,7 +65,7 @@ def measure(
     """The worker: every figure for one (variant, provider), in this process."""
     import numpy as np
 
-    from gptedge.runtime.model import load
+    from gptedge.runtime import load
 
     model = load(bundle, variant=variant, provider=provider, threads=threads)
     shape = model.manifest.model
