@@ -15,7 +15,6 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -27,7 +26,7 @@ from gptedge.errors import UserError
 from gptedge.export import graph, parity
 from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.heldout import Split, corpus_name, heldout_text
-from gptedge.export.writing import writing
+from gptedge.export.writing import graph_file_fields, tool_versions, writing
 from gptedge.runtime import GenerationSettings, contract, read_tokenizer, records
 from gptedge.train.checkpoint import Checkpoint, load_checkpoint
 from gptedge.train.tokenizer import special_ids
@@ -82,7 +81,7 @@ def provenance(ckpt: Checkpoint) -> records.Provenance:
         weights_sha256=contract.file_sha256(weights),
         exporter="torch.onnx.export(dynamo=True)",
         opset=graph.OPSET,
-        tools={"gptedge": gptedge.__version__, **{name: metadata.version(name) for name in TOOLS}},
+        tools={"gptedge": gptedge.__version__, **tool_versions(*TOOLS)},
         exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         corpus=corpus_name(ckpt.info),
         holdout_fraction=ckpt.train.holdout_fraction,
@@ -91,13 +90,8 @@ def provenance(ckpt: Checkpoint) -> records.Provenance:
 
 
 def fp32_variant(bundle_dir: Path, files: list[Path], needs: str) -> contract.Variant:
-    size, digest = contract.describe_file(bundle_dir, files[0].name)
-    variant = contract.Variant(file=files[0].name, precision="fp32", size_bytes=size, sha256=digest,
-                               min_onnxruntime=needs)
-    if len(files) > 1:  # weights in ONNX external data
-        variant.data_file = files[1].name
-        variant.data_size_bytes, variant.data_sha256 = contract.describe_file(bundle_dir, files[1].name)
-    return variant
+    """The exported graph's entry (``files``: the graph, and its external data for weights over 2 GB)."""
+    return contract.Variant(precision="fp32", min_onnxruntime=needs, **graph_file_fields(bundle_dir, files))
 
 
 def export_bundle(
@@ -116,7 +110,7 @@ def export_bundle(
     tokenizer = load_tokenizer(ckpt.tokenizer_path, ckpt.config.vocab_size)
     eos_id, pad_id = special_ids(tokenizer)
     text = heldout_text(Split.of_checkpoint(ckpt.info), tokenizer, text_file)  # a bad --text fails before any work
-    with writing(out_dir, "export again"), tqdm(total=3, desc="export", disable=quiet, file=sys.stderr,
+    with writing(out_dir, "export"), tqdm(total=3, desc="export", disable=quiet, file=sys.stderr,
                                                  bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}]{postfix}") as steps:
         check_output_dir(out_dir, force)  # again, under the lock: another export may have written it meanwhile
         try:

@@ -125,7 +125,7 @@ def evaluate_bundle(
 ) -> EvalResult:
     bundle_dir = Path(bundle_dir)
     contract.read_manifest(bundle_dir)  # not a bundle: said before taking its lock
-    with writing(bundle_dir, "eval again"):  # no optimize or quantize changes the files meanwhile
+    with writing(bundle_dir, "eval"):  # no optimize or quantize changes the files meanwhile
         return _evaluate(bundle_dir, text_file, checkpoint_dir, out_dir, provider, threads, new_tokens, quiet)
 
 

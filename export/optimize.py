@@ -43,19 +43,16 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import onnx
-from tqdm import tqdm
 
 from gptedge.errors import UserError
 from gptedge.export import fuse_attention, graph, shared_cache
 from gptedge.export.compat import oldest_onnxruntime
-from gptedge.export.writing import writing
+from gptedge.export.writing import Transaction, graph_file_fields, tool_versions
 from gptedge.runtime import Decoder, contract, left_pad, records
 
 TOLERANCE = 1e-4  # max |logit difference| between the original and the fused graph
@@ -232,88 +229,58 @@ def optimized_name(file: str) -> str:
 
 def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResult:
     """Fuse, check and swap in the bundle's fp32 graph; a no-op if it is already optimised."""
-    bundle = Path(bundle_dir)
-    contract.read_manifest(bundle)  # not a bundle: said before taking its lock
-    with writing(bundle, "optimize again"):
-        manifest = contract.read_manifest(bundle)
-        path = contract.verify_variant(bundle, manifest, VARIANT)  # missing or tampered: refused here
-        variant = manifest.variants[VARIANT]
+    with Transaction(bundle_dir, "optimize", steps=4, quiet=quiet) as t:
+        manifest = t.manifest
+        path = contract.verify_variant(t.bundle, manifest, VARIANT)  # missing or tampered: refused here
         if is_optimized(manifest):
-            return OptimizeResult(bundle, False, manifest.records().optimized)
-        new_file = bundle / optimized_name(variant.file)
-        with tqdm(total=4, desc="optimize", unit="step", disable=quiet, file=sys.stderr,
-                  bar_format="{desc}: {n}/{total} {postfix} [{elapsed}]") as steps:
-            try:
-                record = _optimize(bundle, manifest, path, new_file, steps)
-            except BaseException:  # nothing committed: the bundle stays exactly as it was
-                for f in (new_file, new_file.with_name(new_file.name + ".data")):
-                    f.unlink(missing_ok=True)
-                raise
-        still_used = {f for v in manifest.variants.values() for f, _, _ in v.files()}
-        for f in (variant.file, variant.data_file):  # the old graph, once the manifest no longer names it
-            if f and f not in still_used:
-                (bundle / f).unlink(missing_ok=True)
-    return OptimizeResult(bundle, True, record)
+            return OptimizeResult(t.bundle, False, manifest.records().optimized)
+        variant = manifest.variants[VARIANT]
+        t.step("load")
+        model = onnx.load(str(path))
+        ops_before = op_counts(model)
 
+        t.step("fuse")
+        model, fusions = fuse(model, manifest.model)
+        attention, cache_layout = describe_attention(model, manifest.model)
 
-def _optimize(bundle: Path, manifest: contract.Manifest, path: Path, new_file: Path, steps: tqdm) -> records.OptimizeRecord:
-    """Write the fused graph as ``new_file``, check it, commit the manifest that points at it."""
-    variant = manifest.variants[VARIANT]
-    steps.set_postfix_str("load")
-    model = onnx.load(str(path))
-    ops_before, size_before = op_counts(model), variant.size_bytes + variant.data_size_bytes
-    steps.update()
+        t.step("write")
+        written = graph.save(model, t.new_file(optimized_name(variant.file)), external_data=bool(variant.data_file) or None)
+        ops_after, gelu, needs = op_counts(model), "/".join(sorted(gelu_forms(model))), oldest_onnxruntime(model)
+        del model
 
-    steps.set_postfix_str("fuse")
-    model, fusions = fuse(model, manifest.model)
-    attention, cache_layout = describe_attention(model, manifest.model)
-    steps.update()
-
-    steps.set_postfix_str("write")
-    written = graph.save(model, new_file, external_data=bool(variant.data_file) or None)
-    ops_after, gelu, needs = op_counts(model), "/".join(sorted(gelu_forms(model))), oldest_onnxruntime(model)
-    del model
-    steps.update()
-
-    steps.set_postfix_str("parity")
-    figures = parity(Decoder(path, manifest), Decoder(written[0], manifest))
-    if not figures.max_abs_logit_diff <= TOLERANCE:  # NaN fails too
-        raise UserError(
-            f"the optimised graph's logits differ from the original's by {figures.max_abs_logit_diff:.2e} "
-            f"> {TOLERANCE:.0e}; the bundle is left unchanged: this is a gptedge bug, please report it"
+        t.step("parity")
+        figures = parity(Decoder(path, manifest), Decoder(written[0], manifest))
+        if not figures.max_abs_logit_diff <= TOLERANCE:  # NaN fails too
+            raise UserError(
+                f"the optimised graph's logits differ from the original's by {figures.max_abs_logit_diff:.2e} "
+                f"> {TOLERANCE:.0e}; the bundle is left unchanged: this is a gptedge bug, please report it"
+            )
+        new_variant = dataclasses.replace(
+            variant, cache_layout=cache_layout, min_onnxruntime=needs,
+            providers=["cpu"] if cache_layout == "shared" else variant.providers,  # see providers.suits
+            **graph_file_fields(t.bundle, written),
         )
-
-    new_variant = dataclasses.replace(
-        variant, file=written[0].name, data_file=None, data_size_bytes=0, data_sha256="",
-        cache_layout=cache_layout, min_onnxruntime=needs,
-        providers=["cpu"] if cache_layout == "shared" else variant.providers,  # see providers.suits
-    )
-    new_variant.size_bytes, new_variant.sha256 = contract.describe_file(bundle, written[0].name)
-    if len(written) > 1:
-        new_variant.data_file = written[1].name
-        new_variant.data_size_bytes, new_variant.data_sha256 = contract.describe_file(bundle, written[1].name)
-    record = records.OptimizeRecord(
-        variant=VARIANT,
-        file=new_variant.file,
-        sha256=new_variant.sha256,
-        from_file=variant.file,
-        from_sha256=variant.sha256,
-        size_bytes_before=size_before,
-        size_bytes_after=new_variant.size_bytes + new_variant.data_size_bytes,
-        fusions=fusions,
-        attention=attention,
-        gelu=gelu,
-        ops_before=ops_before,
-        ops_after=ops_after,
-        parity=figures,
-        tools={name: metadata.version(name) for name in TOOLS},
-    )
-    manifest.variants[VARIANT] = new_variant
-    manifest.records().optimized = record
-    contract.write_manifest(bundle, manifest)  # the commit point; before it, leftovers are cleared next time
-    steps.set_postfix_str("done")
-    steps.update()
-    return record
+        record = records.OptimizeRecord(
+            variant=VARIANT,
+            file=new_variant.file,
+            sha256=new_variant.sha256,
+            from_file=variant.file,
+            from_sha256=variant.sha256,
+            size_bytes_before=variant.size_bytes + variant.data_size_bytes,
+            size_bytes_after=new_variant.size_bytes + new_variant.data_size_bytes,
+            fusions=fusions,
+            attention=attention,
+            gelu=gelu,
+            ops_before=ops_before,
+            ops_after=ops_after,
+            parity=figures,
+            tools=tool_versions(*TOOLS),
+        )
+        manifest.variants[VARIANT] = new_variant
+        manifest.records().optimized = record
+        t.commit()
+        t.retire(variant.file, variant.data_file)  # the old graph, once no variant lists it
+    return OptimizeResult(t.bundle, True, record)
 
 
 def report(result: OptimizeResult) -> str:

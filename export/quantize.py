@@ -14,29 +14,25 @@ text, a variant already present); the new graph is converted in memory, loaded a
 onnxruntime, written under a temporary name and renamed into place, and only then does a new
 manifest (``contract.write_manifest``, atomic) list it: the manifest is the commit point. A failure
 or a kill before it leaves the bundle as it was, at most with a file the manifest does not name,
-which the next command that writes the bundle deletes (``writing``, which also holds the bundle's
+which the next command that writes the bundle deletes (``writing.Transaction``, which also holds the bundle's
 lock, so two quantize commands on one bundle run one after the other and both variants land).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
-import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import onnx
-from tqdm import tqdm
 
 from gptedge import atomic
 from gptedge.errors import UserError
 from gptedge.export.compat import oldest_onnxruntime
-from gptedge.export.writing import writing
+from gptedge.export.writing import Transaction, graph_file_fields, now, tool_versions
 from gptedge.runtime import contract, records
 
 PRECISIONS = ("int8", "int4", "fp16", "int8-static")
@@ -105,18 +101,16 @@ def quantize_bundle(
             raise UserError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if text_file is not None and "int8-static" not in precisions:
         raise UserError("--text is calibration text for int8-static; the other precisions need none: leave it out")
-    contract.read_manifest(bundle_dir)  # not a bundle: said before taking its lock
-    with writing(bundle_dir, "quantize again"):
-        manifest = contract.read_manifest(bundle_dir)
+    with Transaction(bundle_dir, "quantize", steps=3 * len(precisions), quiet=quiet) as t:
         for precision in precisions:
-            if precision in manifest.variants and not force:
+            if precision in t.manifest.variants and not force:
                 raise UserError(
-                    f"{bundle_dir} already has the {precision} variant ({manifest.variants[precision].file}): "
+                    f"{bundle_dir} already has the {precision} variant ({t.manifest.variants[precision].file}): "
                     f"pass --force to quantize it again"
                 )
-        fp32_path = contract.verify_variant(bundle_dir, manifest, "fp32")
-        tokens = calibration_tokens(bundle_dir, manifest, text_file) if "int8-static" in precisions else None
-        return [_add_variant(bundle_dir, fp32_path, precision, tokens, quiet) for precision in precisions]
+        fp32_path = contract.verify_variant(bundle_dir, t.manifest, "fp32")
+        tokens = calibration_tokens(bundle_dir, t.manifest, text_file) if "int8-static" in precisions else None
+        return [_add_variant(t, fp32_path, precision, tokens) for precision in precisions]
 
 
 def calibration_tokens(bundle_dir: Path, manifest: contract.Manifest, text_file: str | Path | None) -> np.ndarray:
@@ -133,48 +127,37 @@ def calibration_tokens(bundle_dir: Path, manifest: contract.Manifest, text_file:
     return heldout_text(Split.of_bundle(manifest.provenance), tokenizer, text_file).tokens
 
 
-def _add_variant(
-    bundle_dir: Path, fp32_path: Path, precision: str, tokens: np.ndarray | None, quiet: bool
-) -> QuantizeResult:
-    manifest = contract.read_manifest(bundle_dir)  # as committed by the previous precision
-    file = variant_file(precision)
-    with tqdm(total=4, desc=f"quantize {precision}", unit="step", disable=quiet, file=sys.stderr,
-              bar_format="{desc}: {n}/{total} {postfix} [{elapsed}]") as steps:
-        steps.set_postfix_str("convert")
-        model, settings = convert(precision, fp32_path, manifest, tokens)
-        meant_for = providers_for(precision, model, settings)
-        needs = oldest_onnxruntime(model)
-        steps.update()
+def _add_variant(t: Transaction, fp32_path: Path, precision: str, tokens: np.ndarray | None) -> QuantizeResult:
+    """Convert, check and commit one precision (the manifest then lists it; a later one may fail)."""
+    manifest = t.manifest
+    t.step(f"{precision}: convert")
+    model, settings = convert(precision, fp32_path, manifest, tokens)
+    meant_for = providers_for(precision, model, settings)
+    needs = oldest_onnxruntime(model)
 
-        steps.set_postfix_str("check")
-        with atomic.temporary_path(bundle_dir / file) as tmp:
-            tmp.write_bytes(model.SerializeToString())
-            cache_dtype, cache_layout = smoke_test(tmp, manifest)
-            steps.update()
-            steps.set_postfix_str("write")
-            if precision in manifest.variants:  # --force: first commit a manifest without the old one
-                del manifest.variants[precision]
-                contract.write_manifest(bundle_dir, manifest)
-        steps.update()  # the new file is in place, under a name the manifest does not list yet
+    t.step(f"{precision}: check")
+    path = t.new_file(variant_file(precision))
+    with atomic.temporary_path(path) as tmp:
+        tmp.write_bytes(model.SerializeToString())
+        cache_dtype, cache_layout = smoke_test(tmp, manifest)
+        if precision in manifest.variants:  # --force: first commit a manifest without the old one
+            del manifest.variants[precision]
+            t.commit()
+    # the new file is in place, under a name the manifest does not list yet
 
-        steps.set_postfix_str("commit")
-        size, digest = contract.describe_file(bundle_dir, file)
-        variant = contract.Variant(
-            file=file, precision=precision, size_bytes=size, sha256=digest, cache_dtype=cache_dtype,
-            cache_layout=cache_layout, providers=meant_for, min_onnxruntime=needs,
-        )
-        manifest.variants[precision] = variant
-        manifest.variants = {k: manifest.variants[k] for k in sorted(manifest.variants, key=_order)}
-        manifest.records().quantization[precision] = records.QuantizationRecord(
-            **settings,
-            tools={name: metadata.version(name) for name in TOOLS},
-            created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        )
-        contract.write_manifest(bundle_dir, manifest)
-        steps.set_postfix_str("done")
-        steps.update()
+    t.step(f"{precision}: commit")
+    variant = contract.Variant(
+        precision=precision, cache_dtype=cache_dtype, cache_layout=cache_layout, providers=meant_for,
+        min_onnxruntime=needs, **graph_file_fields(t.bundle, [path]),
+    )
+    manifest.variants[precision] = variant
+    manifest.variants = {k: manifest.variants[k] for k in sorted(manifest.variants, key=_order)}
+    manifest.records().quantization[precision] = records.QuantizationRecord(
+        **settings, tools=tool_versions(*TOOLS), created_at=now(),
+    )
+    t.commit()
     fp32 = manifest.variants["fp32"]
-    return QuantizeResult(bundle_dir, precision, variant, settings, fp32.size_bytes + fp32.data_size_bytes)
+    return QuantizeResult(t.bundle, precision, variant, settings, fp32.size_bytes + fp32.data_size_bytes)
 
 
 def providers_for(precision: str, model: onnx.ModelProto, settings: dict[str, Any]) -> list[str]:
