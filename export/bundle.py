@@ -146,6 +146,19 @@ def export_bundle(
     return ExportResult(out_dir, manifest, time.perf_counter() - start)
 
 
+def exported_from(manifest: contract.Manifest, weights: Path) -> bool:
+    """Whether the bundle's graph was exported from these weights (its provenance names their hash)."""
+    return manifest.provenance is not None and manifest.provenance.weights_sha256 == contract.file_sha256(weights)
+
+
+def check_exported_from(bundle_dir: str | Path, manifest: contract.Manifest, checkpoint_dir: str | Path,
+                        weights: Path) -> None:
+    """Refuse a checkpoint the bundle did not come from: its figures would compare two models."""
+    if manifest.provenance is not None and not exported_from(manifest, weights):
+        raise UserError(f"{bundle_dir} was not exported from {checkpoint_dir} (its weights differ from the "
+                        f"bundle's source): pass the checkpoint it came from")
+
+
 def verify_bundle(
     bundle_dir: str | Path, checkpoint_dir: str | Path | None = None, text_file: str | Path | None = None
 ) -> records.ParityFigures:
@@ -157,11 +170,6 @@ def verify_bundle(
         text = heldout_text(Split.of_bundle(manifest.provenance), tokenizer, text_file)
         return parity.run_gate(bundle_dir, text.description, text.tokens)
     ckpt = load_checkpoint(checkpoint_dir)
-    weights_sha256 = contract.file_sha256(ckpt.weights_path)
-    if manifest.provenance is not None and manifest.provenance.weights_sha256 != weights_sha256:
-        raise UserError(
-            f"{bundle_dir} was not exported from {checkpoint_dir} (its weights differ from the bundle's "
-            f"source): pass the checkpoint it came from"
-        )
+    check_exported_from(bundle_dir, manifest, checkpoint_dir, ckpt.weights_path)
     text = heldout_text(Split.of_checkpoint(ckpt.info), tokenizer, text_file)
     return parity.run_gate(bundle_dir, text.description, text.tokens, ckpt.model)

@@ -149,7 +149,7 @@ def _evaluate(
     if provider != "auto":
         providers.resolve(provider)  # an unknown or missing provider fails before any work
     options = providers.session_options(threads)
-    info = _checkpoint_info(checkpoint_dir, manifest) if checkpoint_dir else None
+    info = _checkpoint_info(bundle_dir, checkpoint_dir, manifest) if checkpoint_dir else None
     split = Split.of_checkpoint(info) if info is not None else Split.of_bundle(manifest.provenance)
     text = heldout_text(split, read_tokenizer(bundle_dir, manifest), text_file)
     shape = manifest.model
@@ -206,17 +206,14 @@ def _compare(entries: dict[str, dict[str, Any]], quality: dict[str, dict[str, fl
             entry["decode_vs_fp32"] = entry["decode_tokens_per_s"] / fp32_run["decode_tokens_per_s"]
 
 
-def _checkpoint_info(checkpoint_dir: str | Path, manifest: contract.Manifest) -> CheckpointConfig:
+def _checkpoint_info(bundle_dir: Path, checkpoint_dir: str | Path, manifest: contract.Manifest) -> CheckpointConfig:
     """The checkpoint's config.json, refusing one the bundle was not exported from."""
     from gptedge.train.checkpoint_config import read_config
 
+    from gptedge.export.bundle import check_exported_from
+
     info = read_config(checkpoint_dir)
-    digest = contract.file_sha256(Path(checkpoint_dir) / info.weights)
-    if manifest.provenance is not None and manifest.provenance.weights_sha256 != digest:
-        raise UserError(
-            f"the bundle was not exported from {checkpoint_dir} (its weights differ from the bundle's source): "
-            f"pass the checkpoint it came from"
-        )
+    check_exported_from(bundle_dir, manifest, checkpoint_dir, Path(checkpoint_dir) / info.weights)
     return info
 
 

@@ -123,6 +123,7 @@ def _check_same_run(b: Build, info: CheckpointConfig) -> None:
 
 
 def export_done(b: Build) -> str | None:
+    from gptedge.export.bundle import exported_from
     from gptedge.runtime import contract
     from gptedge.train.checkpoint_config import read_config
 
@@ -132,9 +133,7 @@ def export_done(b: Build) -> str | None:
         manifest = contract.read_bundle(b.bundle)  # the format and every file's hash
     except UserError:
         return None  # damaged: export again (export_bundle replaces only a folder that is a bundle)
-    weights = b.checkpoint / read_config(b.checkpoint).weights
-    if "fp32" not in manifest.variants or manifest.provenance is None \
-            or manifest.provenance.weights_sha256 != contract.file_sha256(weights):
+    if "fp32" not in manifest.variants or not exported_from(manifest, b.checkpoint / read_config(b.checkpoint).weights):
         return None  # from another checkpoint, or an earlier step of this one
     return f"{b.bundle} was exported from this checkpoint and its files match their hashes"
 
