@@ -113,7 +113,7 @@ class Transaction:
         self.command = command
         self.manifest: contract.Manifest
         self._steps, self._quiet = steps, quiet
-        self._stack = contextlib.ExitStack()
+        self._stack: contextlib.ExitStack
         self._new: list[Path] = []  # made by this transaction: deleted on failure unless committed
         self._committed: set[str] = set()  # the files the manifest on disk lists
         self._retired: list[str] = []  # to delete once committed, unless still listed
@@ -121,9 +121,11 @@ class Transaction:
 
     def __enter__(self) -> "Transaction":
         contract.read_manifest(self.bundle)  # not a bundle: said before taking its lock
-        self._stack.enter_context(writing(self.bundle, self.command))
-        self.manifest = contract.read_manifest(self.bundle)
-        self._committed = listed_files(self.manifest)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(writing(self.bundle, self.command))
+            self.manifest = contract.read_manifest(self.bundle)  # as the last writer left it
+            self._committed = listed_files(self.manifest)
+            self._stack = stack.pop_all()  # held until __exit__; released here if the reading failed
         return self
 
     def __exit__(self, kind, error, traceback) -> bool:
