@@ -18,7 +18,7 @@ variant (and the PyTorch checkpoint, when given) gets the same figures from the 
 - size: the variant's files on disk.
 
 PyTorch figures come from the checkpoint's own forward and ``train.sample.generate`` (its KV-cache
-loop), and its speed from ``python -m gptedge.train.speed`` in a separate process, so torch's
+loop), and its speed from ``measure.pytorch`` in a separate process, so torch's
 threads never compete with onnxruntime's. Speed is measured before anything loads torch.
 
 Outputs: a table, eval.json, eval.md and eval.png in --out (``measure.eval_report``), and each variant's
