@@ -54,8 +54,8 @@ def variant_table(manifest: contract.Manifest) -> tuple[list[str], list[list[Any
     headers = ["variant", "precision", "size MB", "size vs fp32"] + [h for h, _, _ in METRIC_COLUMNS]
     rows = []
     for name, v in manifest.variants.items():
-        size = v.size_bytes + v.data_size_bytes
-        ratio = f"{size / (fp32.size_bytes + fp32.data_size_bytes):.2f}×" if fp32 else ""
+        size = v.total_bytes
+        ratio = f"{size / fp32.total_bytes:.2f}×" if fp32 else ""
         values = [getattr(v.metrics, key) if v.metrics else None for _, key, _ in METRIC_COLUMNS]
         figures = [fmt.format(x) if x is not None else "" for x, (_, _, fmt) in zip(values, METRIC_COLUMNS)]
         rows.append([name, v.precision, f"{size / 1e6:.2f}", ratio, *figures])

@@ -65,7 +65,7 @@ def run_export(args: argparse.Namespace) -> int:
     result = export_bundle(resolve_checkpoint(args.checkpoint), args.out, force=args.force, text_file=args.text,
                            external_data=True if args.external_data else None, quiet=args.quiet)
     fp32 = result.manifest.variants["fp32"]
-    size = fp32.size_bytes + fp32.data_size_bytes
+    size = fp32.total_bytes
     print(f"wrote {result.bundle} ({size / 1e6:.1f} MB) in {result.seconds:.1f} s; "
           f"parity: {summary(result.manifest.parity)}")
     return 0

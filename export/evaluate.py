@@ -159,7 +159,7 @@ def _evaluate(
     # Speed first, before anything loads torch into this process.
     runs = _runtime_figures(bundle_dir, manifest, provider, threads, prompts, n_new, quiet)
     entries = {
-        name: {"precision": v.precision, "file": v.file, "sha256": v.sha256, "size_bytes": v.size_bytes + v.data_size_bytes}
+        name: {"precision": v.precision, "file": v.file, "sha256": v.sha256, "size_bytes": v.total_bytes}
         for name, v in manifest.variants.items()
     }
     engines: dict[str, Callable[[np.ndarray], np.ndarray]] = {

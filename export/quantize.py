@@ -157,7 +157,7 @@ def _add_variant(t: Transaction, fp32_path: Path, precision: str, tokens: np.nda
     )
     t.commit()
     fp32 = manifest.variants["fp32"]
-    return QuantizeResult(t.bundle, precision, variant, settings, fp32.size_bytes + fp32.data_size_bytes)
+    return QuantizeResult(t.bundle, precision, variant, settings, fp32.total_bytes)
 
 
 def providers_for(precision: str, model: onnx.ModelProto, settings: dict[str, Any]) -> list[str]:

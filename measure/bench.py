@@ -103,7 +103,7 @@ def measure(
         "onnx_ms_per_token": _spread([1000 * r.onnx_decode_s / (new_tokens - 1) for r in runs]),
         "overhead_ms_per_token": _spread([1000 * r.overhead_s_per_token for r in runs]),
         "past": past,
-        "size_mb": (entry.size_bytes + entry.data_size_bytes) / 1e6,
+        "size_mb": entry.total_bytes / 1e6,
     }
     if soak:  # memory must not grow with use: many short generations, resident memory along the way
         rss = [current_rss_mb()]

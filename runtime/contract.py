@@ -190,6 +190,11 @@ class Variant:
         if len(version_tuple(self.min_onnxruntime)) < 2:
             yield "min_onnxruntime", f"must be a version such as \"1.20\", not {self.min_onnxruntime!r}"
 
+    @property
+    def total_bytes(self) -> int:
+        """The graph and its external data: what the variant weighs on disk."""
+        return self.size_bytes + self.data_size_bytes
+
     def files(self) -> list[tuple[str, int, str]]:
         """(file, size, sha256) of the graph and its external data, if any."""
         out = [(self.file, self.size_bytes, self.sha256)]

@@ -94,8 +94,8 @@ def _open_decoder(
     try:
         decoder = Decoder(path, manifest, providers=providers.ep_list(chosen), options=options, device=chosen.device)
     except _ORT_ERRORS as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UserError(f"variant {name!r}: onnxruntime cannot load {entry.file} ({reason}): re-create the variant") from None
+        raise UserError(f"variant {name!r}: onnxruntime cannot load {entry.file} ({_first_line(e)}): "
+                        f"re-create the variant") from None
     except KeyError as e:
         raise UserError(f"variant {name!r}: {entry.file} has no input {e}: it is not this bundle's graph; re-create the variant") from None
     if (decoder.cache_layout, decoder.cache_dtype.name) != (entry.cache_layout, entry.cache_dtype):
@@ -106,14 +106,20 @@ def _open_decoder(
     return decoder
 
 
+def _first_line(error: Exception, limit: int = 160) -> str:
+    """What a library said, cut to fit a one-line message (its type when it said nothing)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def read_tokenizer(bundle_dir: str | Path, manifest: contract.Manifest) -> Tokenizer:
     """The bundle's tokenizer, checked against its hash and against the model it must serve."""
     path = contract.verify_tokenizer(bundle_dir, manifest)
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception for a damaged file
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read {path} ({reason}): the bundle's tokenizer is damaged; re-export the bundle") from None
+        raise UserError(f"cannot read {path} ({_first_line(e)}): the bundle's tokenizer is damaged; "
+                        f"re-export the bundle") from None
     if tokenizer.get_vocab_size() > manifest.model.vocab_size:
         raise UserError(
             f"the bundle's tokenizer has {tokenizer.get_vocab_size()} tokens but the model only "
