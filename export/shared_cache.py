@@ -32,6 +32,8 @@ Split goes), and the old mask subgraph is dropped once no node reads it.
 
 from __future__ import annotations
 
+import copy
+
 import onnx
 from onnx import TensorProto, helper
 
@@ -158,3 +160,20 @@ def to_group_query_attention(model: onnx.ModelProto, shape: contract.ModelShape)
             value.type.tensor_type.shape.dim[2].dim_param = contract.CACHE_CAPACITY
     return layers
 
+
+
+def without_query_seqlens(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph for onnxruntime before 1.32 (onnxruntime-node, -web, mobile packages), which
+    refuses GroupQueryAttention's 17th input: each node keeps its inputs up to ``attention_bias``.
+    Logits are unchanged at batch 1 (a batch of several left-padded rows fed in chunks over a past
+    needs the dropped input). Returns a copy; the original is untouched."""
+    model = copy.deepcopy(model)
+    for node in model.graph.node:
+        if node.domain == "com.microsoft" and node.op_type == "GroupQueryAttention" and len(node.input) >= 17:
+            kept = list(node.input[:16])
+            while kept and not kept[-1]:
+                kept.pop()
+            del node.input[:]
+            node.input.extend(kept)
+    _prune(model.graph)
+    return model

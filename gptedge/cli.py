@@ -27,6 +27,7 @@ from gptedge.errors import UserError
 STAGE_CLIS = (
     "gptedge.train.cli",
     "gptedge.export.cli",
+    "gptedge.package.cli",
     "gptedge.runtime.cli",
     "gptedge.measure.cli",
     "gptedge.demo.cli",

@@ -52,11 +52,12 @@ TOTAL_SEQUENCE = "total_sequence_length"  # past_sequence_length + sequence_leng
 CACHE_CAPACITY = "max_sequence_length"  # slots of a preallocated cache (the "shared" layout)
 
 
-def past_names(layer: int) -> tuple[str, str]:
+def past_names(layer: int | str) -> tuple[str, str]:
+    """Layer ``layer``'s cache inputs; ``past_names("%d")`` is the pattern onnxruntime-genai's config takes."""
     return f"past_key_values.{layer}.key", f"past_key_values.{layer}.value"
 
 
-def present_names(layer: int) -> tuple[str, str]:
+def present_names(layer: int | str) -> tuple[str, str]:
     return f"present.{layer}.key", f"present.{layer}.value"
 
 
