@@ -12,17 +12,15 @@ sample size is 0 or 1, and the parity gate then proves that 0 and 1 still work a
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import onnx
 import torch
 import torch.nn as nn
 from torch.export import Dim
 
+from gptedge import logs
 from gptedge.errors import UserError
 from gptedge.runtime import contract
 from gptedge.train.model import GPT
@@ -107,7 +105,7 @@ def trace(gpt: GPT) -> onnx.ModelProto:
         raise UserError(f"context_length {shape.context_length} is too short to export: "
                         f"use a model with at least {SAMPLE_PAST + SAMPLE_SEQUENCE} positions")
     flat = FlatGPT(gpt).eval()
-    with warnings.catch_warnings(), _quiet_logger("torch.onnx._internal.exporter._registration"):
+    with warnings.catch_warnings(), logs.quiet("torch.onnx._internal.exporter._registration"):
         # The exporter warns that two of our axes share one name: that is the point of naming them.
         warnings.filterwarnings("ignore", message=".*shares the same shape constraints.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # torch-internal
@@ -175,15 +173,3 @@ def save(model: onnx.ModelProto, path: str | Path, external_data: bool | None = 
         size_threshold=1024,
     )
     return [path, path.with_name(data_name)] if external_data else [path]
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    """Silence one logger's warnings for a block (the exporter warns once per torchvision op)."""
-    logger = logging.getLogger(name)
-    old = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)

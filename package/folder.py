@@ -63,7 +63,6 @@ class Folder:
     texts: dict[str, str] = field(default_factory=dict)
     makers: dict[str, Callable[[Path], None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    usage: str = ""  # Markdown: how a client loads this folder
 
 
 @dataclass
@@ -74,6 +73,7 @@ class Plan:
     title: str
     folders: list[Folder]
     notes: list[str] = field(default_factory=list)  # about the target as a whole
+    usage: str = ""  # Markdown: how a client loads it; {folder}: the target's folder; {parent}, {name}
 
 
 def json_text(data: dict) -> str:
@@ -105,7 +105,7 @@ def write_package(out: Path, source: Source, plans: list[Plan], quiet: bool = Fa
                 for plan in plans:
                     for folder in plan.folders:
                         _write_folder(stage / subfolder(plans, plan, folder), source, folder, bar)
-            (stage / NOTES_FILE).write_text(notes_markdown(source, plans), encoding="utf-8")
+            (stage / NOTES_FILE).write_text(notes_markdown(out, source, plans), encoding="utf-8")
             (stage / MARKER_FILE).write_text(json_text(_marker(source, plans)), encoding="utf-8")
     except OSError as e:
         raise write_error(e, out, "gptedge package again") from None
@@ -156,24 +156,25 @@ def _marker(source: Source, plans: list[Plan]) -> dict:
     return {
         "gptedge": __version__,
         "source": str(source.path.resolve()),
-        "targets": {p.target: {f.name or ".": sorted(f.variants) for f in p.folders} for p in plans},
+        "targets": {p.target: {subfolder(plans, p, f) or ".": sorted(f.variants) for f in p.folders} for p in plans},
     }
 
 
-def notes_markdown(source: Source, plans: list[Plan]) -> str:
-    """PACKAGE.md: per target, what each folder holds, how to load it, and what was left out."""
+def notes_markdown(out: Path, source: Source, plans: list[Plan]) -> str:
+    """PACKAGE.md: per target, how to load it, what each folder holds, and what was left out."""
     lines = [f"# Packages of {source.path.name}", "",
              f"Written by gptedge {__version__} from `{source.path}`. Every folder is also a gptedge "
              "bundle (its `manifest.json` lists exactly the files it holds).", ""]
     for plan in plans:
+        top = out / (plan.target if len(plans) > 1 else "")
         lines += [f"## {plan.title}", ""]
         lines += [f"- {n}" for n in plan.notes]
+        if plan.usage:
+            lines += ["", plan.usage.format(folder=top.resolve(), parent=top.resolve().parent,
+                                                    name=top.resolve().name), ""]
         for folder in plan.folders:
-            where = subfolder(plans, plan, folder)
             held = ", ".join(f"{k} (`{v.file}`)" for k, v in folder.variants.items())
-            lines += [f"### `{where}`", "", f"Variants: {held}.", ""]
+            lines += [f"### `{subfolder(plans, plan, folder) or '.'}`", "", f"Variants: {held}.", ""]
             lines += [f"- {n}" for n in folder.notes]
-            if folder.usage:
-                lines += ["", folder.usage]
             lines.append("")
     return "\n".join(lines)

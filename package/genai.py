@@ -87,17 +87,19 @@ def plan(source: Source) -> Plan:
         folder = Folder(name, variants={name: v}, texts={CONFIG_FILE: json_text(genai_config(source, v)), **side},
                         links={**hf.tokenizer_link(source), **hf.bundle_links(source, v)})
         where = ", ".join(v.providers)
-        folder.notes.append(f"runs on {where}; needs onnxruntime >= {v.min_onnxruntime} (genai's Android and iOS "
-                            "packages ship their own: check theirs is as new)")
-        folder.usage = USAGE.format(name=name)
+        folder.notes.append(f"runs on {where}; needs onnxruntime >= {v.min_onnxruntime}")
         folders.append(folder)
-    return Plan("genai", TITLE, folders)
+    first = source.variants[0]
+    return Plan("genai", TITLE, folders, notes=[
+        "one folder per variant: genai reads one model per folder",
+        "genai's Android and iOS packages ship their own onnxruntime: check it is as new as a folder needs"],
+                usage=USAGE.replace("VARIANT", first))
 
 
 USAGE = """```python
 import onnxruntime_genai as og
 
-model = og.Model("PACKAGE/{name}")
+model = og.Model("{folder}/VARIANT")
 tokenizer = og.Tokenizer(model)
 params = og.GeneratorParams(model)
 params.set_search_options(max_length=64)
@@ -107,5 +109,5 @@ while not generator.is_done():
     generator.generate_next_token()
 print(tokenizer.decode(generator.get_sequence(0)))
 ```
-Kotlin (Android, `com.microsoft.onnxruntime:onnxruntime-genai`): `val model = Model("$folder/{name}")`;
-Swift (iOS, `onnxruntime-genai` package): `let model = try OGAModel(configPath: folder + "/{name}")`."""
+Kotlin (Android, `com.microsoft.onnxruntime:onnxruntime-genai`): `val model = Model("$dir/VARIANT")`;
+Swift (iOS, `onnxruntime-genai` package): `let model = try OGAModel(configPath: dir + "/VARIANT")`."""

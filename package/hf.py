@@ -99,9 +99,8 @@ def plan(source: Source) -> Plan:
         v = source.manifest.variants[name]
         folder.variants[name] = v
         folder.links.update(bundle_links(source, v))
-    default = folder.variants[source.variants[0]].file
-    folder.usage = USAGE.format(file=default)
-    return Plan("hf", TITLE, [folder], notes=[
+    first = folder.variants[source.variants[0]].file
+    return Plan("hf", TITLE, [folder], usage=USAGE.replace("FILE", first), notes=[
         "optimum takes `model.onnx` unless told otherwise: name the variant's file with `file_name=`."])
 
 
@@ -109,8 +108,8 @@ USAGE = """```python
 from optimum.onnxruntime import ORTModelForCausalLM
 from transformers import AutoTokenizer
 
-model = ORTModelForCausalLM.from_pretrained("PACKAGE", file_name="{file}")
-tokenizer = AutoTokenizer.from_pretrained("PACKAGE")
+model = ORTModelForCausalLM.from_pretrained("{folder}", file_name="FILE")
+tokenizer = AutoTokenizer.from_pretrained("{folder}")
 ids = tokenizer("Once upon a time", return_tensors="pt")
 print(tokenizer.decode(model.generate(**ids, max_new_tokens=32)[0]))
 ```"""

@@ -24,6 +24,7 @@ from pathlib import Path
 import onnx
 
 
+from gptedge import logs
 from gptedge.package import hf
 from gptedge.package.folder import Folder, Plan, Source
 from gptedge.runtime import contract
@@ -72,8 +73,7 @@ def plan(source: Source) -> Plan:
     folder.notes.append(f"onnxruntime needed per file: " + ", ".join(
         f"{v.file} >= {v.min_onnxruntime}" for v in folder.variants.values()))
     first = next(iter(folder.variants.values())).file
-    folder.usage = USAGE.format(file=first)
-    return Plan("mobile", TITLE, [folder])
+    return Plan("mobile", TITLE, [folder], usage=USAGE.replace("FILE", first))
 
 
 def _has_4bit_tensors(onnx_file: Path) -> bool:
@@ -91,7 +91,8 @@ def _converter(onnx_file: Path):
         optimizations), into a scratch folder; its ``.ort`` file is then moved into place."""
         from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
-        with tempfile.TemporaryDirectory(dir=path.parent) as scratch, contextlib.redirect_stdout(io.StringIO()):
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch, contextlib.redirect_stdout(io.StringIO()), \
+                logs.quiet("ort_format_model.utils"):
             convert_onnx_models_to_ort(onnx_file, output_dir=Path(scratch), target_platform="arm",
                                        optimization_styles=[OptimizationStyle.Fixed])
             shutil.move(Path(scratch) / Path(onnx_file.name).with_suffix(".ort").name, path)
@@ -104,7 +105,8 @@ def _operators(path: Path) -> None:
     from onnxruntime.tools.ort_format_model.utils import create_config_from_models
 
     models = sorted(path.parent.glob("*.ort"))  # .onnx files here are for full builds, not reduced ones
-    create_config_from_models(models, path, enable_type_reduction=False)
+    with logs.quiet("ort_format_model.utils"):
+        create_config_from_models(models, path, enable_type_reduction=False)
     text = path.read_text(encoding="utf-8")
     for model in models:
         text = text.replace(str(model), model.name)  # the converter writes absolute (staging) paths
@@ -149,8 +151,8 @@ def _check(path: Path):
 USAGE = """Kotlin (Android, `com.microsoft.onnxruntime:onnxruntime-android`):
 ```kotlin
 val env = OrtEnvironment.getEnvironment()
-val session = env.createSession(File(folder, "{file}").path, OrtSession.SessionOptions())
+val session = env.createSession(File(dir, "FILE").path, OrtSession.SessionOptions())
 ```
-Swift (iOS, `onnxruntime-objc` pod): `let session = try ORTSession(env: env, modelPath: folder + "/{file}", sessionOptions: nil)`.
+Swift (iOS, `onnxruntime-objc` pod): `let session = try ORTSession(env: env, modelPath: dir + "/FILE", sessionOptions: nil)`.
 The generation loop is gptedge's (`runtime/generation.py`, the porting spec in docs/DESIGN.md): feed
 `input_ids`, `attention_mask`, `position_ids` and the past, read `logits` and the present."""

@@ -68,8 +68,8 @@ def plan(source: Source) -> Plan:
     if not folder.variants:
         return Plan("transformersjs", TITLE, [], notes=folder.notes)
     dtypes = [DTYPES[v.precision][0] for v in folder.variants.values()]
-    folder.usage = USAGE.format(dtype=dtypes[0], dtypes=", ".join(f"`{d}`" for d in dtypes))
-    return Plan("transformersjs", TITLE, [folder])
+    usage = USAGE.replace("DTYPES", ", ".join(f"`{d}`" for d in dtypes)).replace("DTYPE", dtypes[0])
+    return Plan("transformersjs", TITLE, [folder], usage=usage)
 
 
 def _for_older_onnxruntime(source: Source, v: contract.Variant) -> tuple[str, Callable[[Path], None]] | None:
@@ -91,8 +91,8 @@ USAGE = """```javascript
 import {{ pipeline, env }} from "@huggingface/transformers";
 
 env.allowRemoteModels = false;
-env.localModelPath = "/path/to/";  // the folder that holds PACKAGE
-const generate = await pipeline("text-generation", "PACKAGE", {{ dtype: "{dtype}", device: "cpu" }});
+env.localModelPath = "{parent}";  // model ids are folders in this one
+const generate = await pipeline("text-generation", "{name}", {{ dtype: "DTYPE", device: "cpu" }});
 console.log((await generate("Once upon a time", {{ max_new_tokens: 32 }}))[0].generated_text);
 ```
-dtypes here: {dtypes}. In a browser, `device: "webgpu"` or `"wasm"`."""
+dtypes here: DTYPES. In a browser, `device: "webgpu"` or `"wasm"`."""
