@@ -5,6 +5,8 @@ edited by people's hands, so a file that is valid JSON of the wrong shape (a lis
 number belongs, ``n_head: 0``) must be a one-line error naming the field, never a ``TypeError``
 deep in a stage. The dataclasses' type hints are the schema: ``from_json`` walks them, and a
 class may add range rules with a ``problems()`` method that yields ``(field, what is wrong)``.
+Unknown keys are refused, except in a class whose ``ignores_unknown_fields`` (a ``ClassVar``) is
+true: there they are skipped, since a newer writer may record more.
 
 Standard library only: the runtime reads bundles with it on devices without torch.
 """
@@ -49,9 +51,14 @@ def to_json(obj: Any) -> Any:
 
 
 def check(obj: Any, where: str = "") -> None:
-    """Run the ``problems()`` rules of ``obj`` and of every dataclass inside it (for writers: a
-    value built in code is checked by the same rules as one read from a file)."""
-    _convert(type(obj), to_json(obj), where)
+    """Check the fields of ``obj`` against their type hints and run the ``problems()`` rules of
+    ``obj`` and of every dataclass inside it (for writers: a value built in code is checked by the
+    same rules as one read from a file). ``obj`` itself is not rebuilt, so its ``__post_init__``
+    may call this."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        _convert(hints[f.name], to_json(getattr(obj, f.name)), _join(where, f.name))
+    _problems(obj, where)
 
 
 def is_inside(name: str) -> bool:
@@ -62,7 +69,8 @@ def is_inside(name: str) -> bool:
     return bool(name) and not p.is_absolute() and ".." not in p.parts and "\\" not in name and ":" not in name
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """``repr`` cut to one short line: a message stays one line even for a big wrong value."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -81,35 +89,35 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 return _convert(option, value, where)
             except SchemaError as e:
                 errors.append(e)
-        raise errors[0] if len(errors) == 1 else SchemaError(where, f"has an unexpected value {_describe(value)}")
+        raise errors[0] if len(errors) == 1 else SchemaError(where, f"has an unexpected value {describe(value)}")
     if dataclasses.is_dataclass(tp):
         return _dataclass(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, list):
-            raise SchemaError(where, f"must be a list, not {_describe(value)}")
+            raise SchemaError(where, f"must be a list, not {describe(value)}")
         item = typing.get_args(tp)[0]
         items = [_convert(item, x, f"{where}[{i}]") for i, x in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise SchemaError(where, f"must be an object ({{...}}), not {_describe(value)}")
+            raise SchemaError(where, f"must be an object ({{...}}), not {describe(value)}")
         item = typing.get_args(tp)[1]
         return {k: _convert(item, v, f"{where}.{k}" if where else k) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
-            raise SchemaError(where, f"must be true or false, not {_describe(value)}")
+            raise SchemaError(where, f"must be true or false, not {describe(value)}")
         return value
     if tp is int:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise SchemaError(where, f"must be a whole number, not {_describe(value)}")
+            raise SchemaError(where, f"must be a whole number, not {describe(value)}")
         return value
     if tp is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise SchemaError(where, f"must be a number, not {_describe(value)}")
+            raise SchemaError(where, f"must be a number, not {describe(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise SchemaError(where, f"must be a string, not {_describe(value)}")
+            raise SchemaError(where, f"must be a string, not {describe(value)}")
         return value
     if tp is Any:
         return value
@@ -118,11 +126,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 
 def _dataclass(cls: type, value: Any, where: str) -> Any:
     if not isinstance(value, dict):
-        raise SchemaError(where, f"must be an object ({{...}}), not {_describe(value)}")
+        raise SchemaError(where, f"must be an object ({{...}}), not {describe(value)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(value) - set(fields))
-    if unknown:
+    if unknown and not getattr(cls, "ignores_unknown_fields", False):  # a newer writer may record more
         raise SchemaError(_join(where, unknown[0]), "is not a known field")
     kwargs = {}
     for name, f in fields.items():
@@ -135,9 +143,13 @@ def _dataclass(cls: type, value: Any, where: str) -> Any:
         obj = cls(**kwargs)
     except UserError as e:  # the class's own checks (GenerationSettings validates itself)
         raise SchemaError(where, f"is invalid: {e}") from None
+    _problems(obj, where)
+    return obj
+
+
+def _problems(obj: Any, where: str) -> None:
     for name, problem in getattr(obj, "problems", lambda: ())():
         raise SchemaError(_join(where, name), problem)
-    return obj
 
 
 def _join(where: str, name: str) -> str:
@@ -183,4 +195,4 @@ def sha256(obj: Any, *names: str) -> Iterator[tuple[str, str]]:
     for name in names:
         value = getattr(obj, name)
         if value and not (len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
-            yield name, f"must be 64 lowercase hex digits, not {_describe(value)}"
+            yield name, f"must be 64 lowercase hex digits, not {describe(value)}"

@@ -6,22 +6,22 @@ belongs, a string where a number belongs, ``n_head: 0`` or a weights file outsid
 become one line that names the field and the fix, never a traceback deep in the model.
 
 Format version 1 is what every release so far writes; fields the current writers always add but
-an early one may lack (``train``, ``step``, ``metrics``) take their defaults. Unknown keys at the
-top, in ``train`` and in ``metrics`` are ignored (a newer gptedge may record more); unknown keys in
-``model`` are refused, since they would change what the weights mean.
+an early one may lack (``train``, ``step``, ``metrics``) take their defaults. Unknown keys are
+ignored (a newer gptedge may record more) except in ``model``, where they are refused, since they
+would change what the weights mean. ``gptedge.schema`` reads and checks it, as it does a bundle's
+manifest.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Iterator
 
-from gptedge import atomic
+from gptedge import atomic, schema
 from gptedge.errors import UserError
-from gptedge.train.config import GPTConfig, TrainConfig, check_types, short
+from gptedge.train.config import GPTConfig, TrainConfig
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -44,9 +44,7 @@ class Metrics:
     train_seconds: float | None = None
     processes: int | None = None
     sample: str | None = None  # a short generation of the final model
-
-    def __post_init__(self) -> None:
-        check_types(self, lambda name, value: f"metrics.{name} {short(value)}")
+    ignores_unknown_fields: ClassVar[bool] = True
 
 
 @dataclass
@@ -59,13 +57,13 @@ class CorpusRecord:
     train_tokens: int
     heldout_tokens: int
     sha256: str
+    ignores_unknown_fields: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        check_types(self, lambda name, value: f"corpus.{name} {short(value)}")
-        if min(self.documents, self.characters, self.train_tokens, self.heldout_tokens) < 0:
-            raise UserError("corpus counts are negative: use counts of 0 or more")
-        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
-            raise UserError(f"corpus.sha256 {short(self.sha256)} is not a sha256: use 64 lower-case hex digits")
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from schema.not_negative(self, "documents", "characters", "train_tokens", "heldout_tokens")
+        yield from schema.sha256(self, "sha256")
+        if not self.sha256:
+            yield "sha256", "is empty: use the 64 lowercase hex digits of the corpus's sha256"
 
 
 @dataclass
@@ -74,89 +72,52 @@ class ImportRecord:
 
     kind: str
     path: str
+    ignores_unknown_fields: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        check_types(self, lambda name, value: f"imported_from.{name} {short(value)}")
-        if self.kind not in IMPORT_KINDS:
-            raise UserError(f"imported_from.kind {self.kind!r} is unknown: use one of {', '.join(IMPORT_KINDS)}")
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from schema.one_of(self, "kind", IMPORT_KINDS)
 
 
-@dataclass
+@dataclass(kw_only=True)  # fields in the file's order
 class CheckpointConfig:
     """The whole of ``config.json``."""
 
     model: GPTConfig
-    train: TrainConfig
-    weights: str  # model-<step>.safetensors, in the checkpoint folder
+    train: TrainConfig = field(default_factory=TrainConfig)
     step: int = 0  # optimizer updates done
-    trainer_state: str | None = None  # trainer-<step>.pt, for --resume
     metrics: Metrics = field(default_factory=Metrics)
+    weights: str  # model-<step>.safetensors, in the checkpoint folder
+    trainer_state: str | None = None  # trainer-<step>.pt, for --resume
     preset: str | None = None  # tiny, small, gpt2, or "imported"
     corpus: CorpusRecord | None = None  # None for imported weights
     imported_from: ImportRecord | None = None
+    ignores_unknown_fields: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        check_types(self, lambda name, value: f"{name} {short(value)}")
-        if self.step < 0:
-            raise UserError(f"step {self.step} is negative: use 0 or more")
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from schema.not_negative(self, "step")
         for name in ("weights", "trainer_state"):
             file = getattr(self, name)
-            if file is not None and (file in ("", ".", "..") or "/" in file or "\\" in file or ":" in file):
-                raise UserError(f"{name} {file!r} is not a file name in the checkpoint folder: use a bare file name")
+            if file is not None and (file in ("", ".", "..") or any(c in file for c in "/\\:")):
+                yield name, f"{file!r} is not a file name in the checkpoint folder: use a bare file name"
 
     def to_dict(self) -> dict[str, Any]:
         """config.json's object: absent records and metrics are left out, not written as null."""
-        out: dict[str, Any] = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model": self.model.to_dict(),
-            "train": self.train.to_dict(),
-            "step": self.step,
-            "metrics": {k: v for k, v in dataclasses.asdict(self.metrics).items() if v is not None},
-            "weights": self.weights,
-            "trainer_state": self.trainer_state,
-        }
-        for name in ("preset", "corpus", "imported_from"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-        return out
+        out = {"format": FORMAT, "format_version": FORMAT_VERSION, **schema.to_json(self)}
+        out["metrics"] = {k: v for k, v in out["metrics"].items() if v is not None}
+        return {k: v for k, v in out.items() if v is not None or k == "trainer_state"}
 
     @classmethod
     def from_dict(cls, d: Any) -> "CheckpointConfig":
         """Build from parsed JSON; raises UserError naming the first bad field (without the file)."""
         if not isinstance(d, dict):
-            raise UserError(f"it holds {type(d).__name__} {short(d)}, not an object")
+            raise UserError(f"it holds {type(d).__name__} {schema.describe(d)}, not an object")
         if d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
-            raise UserError(f"format {short(d.get('format'))} version {short(d.get('format_version'))} is not "
-                            f"{FORMAT} version {FORMAT_VERSION}")
-        for key in ("model", "weights"):
-            if key not in d:
-                raise UserError(f"'{key}' is missing")
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in d.items() if k in known}
-        values["model"] = GPTConfig.from_dict(_object(d["model"], "model"))
-        values["train"] = TrainConfig.from_dict(_object(d.get("train", {}), "train"))
-        metrics = _object(d.get("metrics", {}), "metrics")
-        values["metrics"] = Metrics(**{k: v for k, v in metrics.items() if k in _names(Metrics)})
-        for name, record in (("corpus", CorpusRecord), ("imported_from", ImportRecord)):
-            if d.get(name) is not None:
-                fields = _object(d[name], name)
-                missing = sorted(_names(record) - set(fields))
-                if missing:
-                    raise UserError(f"'{name}' lacks {', '.join(missing)}")
-                values[name] = record(**{k: v for k, v in fields.items() if k in _names(record)})
-        return cls(**values)
-
-
-def _names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def _object(value: Any, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise UserError(f"'{name}' is {short(value)}, not an object")
-    return value
+            found = f"format {schema.describe(d.get('format'))} version {schema.describe(d.get('format_version'))}"
+            raise UserError(f"{found} is not {FORMAT} version {FORMAT_VERSION}")
+        try:
+            return schema.from_json(cls, d)
+        except schema.SchemaError as e:
+            raise UserError(str(e)) from None
 
 
 def find_config(path: str | Path) -> Path:
@@ -193,5 +154,7 @@ def read_config(path: str | Path) -> CheckpointConfig:
 
 
 def write_config(path: str | Path, config: CheckpointConfig) -> None:
-    """Replace ``path/config.json`` in one rename: the commit point of a checkpoint."""
+    """Replace ``path/config.json`` in one rename: the commit point of a checkpoint. The config is
+    checked by the reader's rules first: a bug in the trainer fails here, before anything is written."""
+    schema.check(config)
     atomic.write_text(Path(path) / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
+from gptedge import schema
 from gptedge.errors import UserError
 
 
@@ -31,7 +31,7 @@ class GPTConfig:
         self.validate()
 
     def validate(self) -> None:
-        check_types(self, lambda name, value: f"model setting {name}={short(value)}")
+        _check_types(self, lambda name: f"model setting {name}")
         positive = ("vocab_size", "context_length", "n_layer", "n_head", "n_embd")
         for name in positive:
             value = getattr(self, name)
@@ -55,14 +55,6 @@ class GPTConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(f"unknown model settings {sorted(unknown)}: the checkpoint is from another tool or version")
-        return cls(**d)
-
 
 @dataclass
 class TrainConfig:
@@ -83,13 +75,14 @@ class TrainConfig:
     vocab_size: int = 4096  # tokenizer size; the model's vocab_size follows it
     holdout_fraction: float = 0.1
     seed: int = 1337
+    ignores_unknown_fields: ClassVar[bool] = True  # in config.json: a newer gptedge may record more
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Each rule names the setting as the CLI spells it, so the message says what to change."""
-        check_types(self, lambda name, value: f"{_flag(name)} {short(value)}")
+        _check_types(self, _flag)
         at_least_one = ("steps", "batch_size", "grad_accum", "seq_len", "eval_interval", "eval_batches",
                         "checkpoint_interval", "vocab_size")
         for name in at_least_one:
@@ -121,43 +114,16 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
-
-_KINDS: dict[Any, tuple[str, Callable[[Any], bool]]] = {
-    int: ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
-    bool: ("true or false", lambda v: isinstance(v, bool)),
-    str: ("a string", lambda v: isinstance(v, str)),
-}
-
-
-def short(value: Any) -> str:
-    """``repr`` cut to one short line: a message must stay one line even for a big wrong value."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def check_types(obj: Any, label: Callable[[str, Any], str]) -> None:
-    """Every int, float, bool or str field of the dataclass ``obj`` holds that type (``T | None``
-    admits None; an int passes for a float).
-
-    Settings arrive from JSON, ``--set KEY=VALUE`` and Python callers, where a string or a list can
-    stand where a number belongs; checking here turns that into one line instead of a TypeError deep
-    in the model. ``label(name, value)`` says how the user spells the setting."""
-    for name, hint in typing.get_type_hints(type(obj)).items():
-        value = getattr(obj, name)
-        kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
-        if value is None and len(kinds) < len(typing.get_args(hint)):
-            continue
-        if kinds[0] not in _KINDS:  # a nested record: its own __post_init__ checks it
-            continue
-        kind, ok = _KINDS[kinds[0]]
-        if not ok(value):
-            raise UserError(f"{label(name, value)} is not {kind}: use {kind}")
+def _check_types(obj: Any, label: Callable[[str], str]) -> None:
+    """Every field of ``obj`` holds its hinted type, by ``gptedge.schema``'s rules. Settings arrive
+    from JSON, ``--set KEY=VALUE`` and Python callers, where a string or a list can stand where a
+    number belongs: one line instead of a TypeError deep in the model. ``label(name)`` says how
+    the user spells the setting."""
+    try:
+        schema.check(obj)
+    except schema.SchemaError as e:
+        raise UserError(f"{label(e.field)} {e.problem}") from None
 
 
 def _flag(name: str) -> str:
