@@ -59,7 +59,9 @@ def generation_config(source: Source) -> dict:
         "top_k": s.top_k,
         "top_p": s.top_p,
         "repetition_penalty": s.repetition_penalty,
-        "max_new_tokens": s.max_new_tokens,
+        # the context, prompt included: a length in new tokens runs past the last position on a long
+        # prompt (transformers.js then fails reading the position table; it never caps by itself)
+        "max_length": m.model.context_length,
     }
 
 
