@@ -164,7 +164,8 @@ def notes_markdown(out: Path, source: Source, plans: list[Plan]) -> str:
     """PACKAGE.md: per target, how to load it, what each folder holds, and what was left out."""
     lines = [f"# Packages of {source.path.name}", "",
              f"Written by gptedge {__version__} from `{source.path}`. Every folder is also a gptedge "
-             "bundle (its `manifest.json` lists exactly the files it holds).", ""]
+             "bundle (its `manifest.json` lists exactly the files it holds). Graph files and "
+             "`tokenizer.json` are hard links to the bundle's: replace such a file, never edit it in place.", ""]
     for plan in plans:
         top = out / (plan.target if len(plans) > 1 else "")
         lines += [f"## {plan.title}", ""]
