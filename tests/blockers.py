@@ -5,11 +5,17 @@ import textwrap
 
 HEAVY = ("torch", "onnx", "onnxscript")
 
-BLOCK_HEAVY = textwrap.dedent(f"""
-    import sys
-    class Blocker:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {HEAVY!r}:
-                raise ImportError("a device has no " + name + ": this code must not import it")
-    sys.meta_path.insert(0, Blocker())
-""")
+
+def blocking(packages: tuple[str, ...]) -> str:
+    """Source that makes importing any of ``packages`` fail in the interpreter that runs it."""
+    return textwrap.dedent(f"""
+        import sys
+        class Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {packages!r}:
+                    raise ImportError("this code must not import " + name)
+        sys.meta_path.insert(0, Blocker())
+    """)
+
+
+BLOCK_HEAVY = blocking(HEAVY)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blockers import BLOCK_HEAVY, HEAVY
+from blockers import HEAVY, blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,15 +20,15 @@ def modules(folder: str, package: str) -> list[str]:
     return sorted(f"{package}.{p.stem}" if p.stem != "__init__" else package for p in (ROOT / folder).glob("*.py"))
 
 
-def imports_cleanly(names: list[str]) -> None:
-    """Import ``names`` in a fresh interpreter where torch, onnx and onnxscript cannot be imported;
-    fail if any of them, or any module of the export side, got loaded."""
-    script = BLOCK_HEAVY + textwrap.dedent(f"""
+def imports_cleanly(names: list[str], blocked: tuple[str, ...] = HEAVY,
+                    ours: tuple[str, ...] = ("gptedge.train", "gptedge.export")) -> None:
+    """Import ``names`` in a fresh interpreter where the ``blocked`` packages cannot be imported;
+    fail if any of them, or any of ``ours`` (modules of gptedge they must not reach), got loaded."""
+    script = blocking(blocked) + textwrap.dedent(f"""
         import importlib, json
         for name in {names!r}:
             importlib.import_module(name)
-        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}
-                        or m.startswith(("gptedge.train", "gptedge.export")))
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {blocked!r} or m.startswith({ours!r}))
         print(json.dumps(loaded))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
@@ -45,3 +45,9 @@ def test_every_runtime_module_imports_on_a_device():
 def test_every_demo_module_imports_on_a_device():
     pytest.importorskip("gradio", reason="the demo extra is not installed (a runtime-only install)")
     imports_cleanly(modules("demo", "gptedge.demo"))
+
+
+def test_package_modules_never_import_torch():
+    """``gptedge package`` runs on onnx and onnxruntime's tools: no torch, nothing of train/."""
+    pytest.importorskip("onnx", reason="the export extra is not installed (a runtime-only install)")
+    imports_cleanly(modules("package", "gptedge.package"), blocked=("torch",), ours=("gptedge.train",))
