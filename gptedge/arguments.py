@@ -27,17 +27,18 @@ def require(module: str, extra: str) -> None:
         ) from None
 
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type``: a whole number >= ``minimum``, refused at parse time (before any
-    model is loaded) with the range in the message."""
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number >= ``minimum`` (and <= ``maximum``), refused at parse
+    time (before any model is loaded) with the range in the message."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is out of range: use a whole number >= {minimum}")
+        if value < minimum or (maximum is not None and value > maximum):
+            allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use a whole number {allowed}")
         return value
 
     return parse

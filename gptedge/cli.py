@@ -29,6 +29,7 @@ STAGE_CLIS = (
     "gptedge.export.cli",
     "gptedge.package.cli",
     "gptedge.runtime.cli",
+    "gptedge.serve.cli",
     "gptedge.measure.cli",
     "gptedge.demo.cli",
     "gptedge.pipeline",

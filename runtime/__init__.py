@@ -21,10 +21,14 @@ _EXPORTS = {
     "TextStream": "gptedge.runtime.model",
     "GenerationSettings": "gptedge.runtime.settings",
     "GenerationResult": "gptedge.runtime.generation",
+    # many requests coming and going in one batch (gptedge serve)
+    "Engine": "gptedge.runtime.engine",
+    "Busy": "gptedge.runtime.engine",
     # looking at the next token (the demo's Next word view)
     "Candidate": "gptedge.runtime.next_token",
     "next_token_candidates": "gptedge.runtime.next_token",
     "token_probabilities": "gptedge.runtime.next_token",
+    "token_logprobs": "gptedge.runtime.next_token",
     "StreamDecoder": "gptedge.runtime.text",
     "token_bytes": "gptedge.runtime.text",
     # running a variant's graph step by step (export's parity checks, quantize, eval)

@@ -45,6 +45,28 @@ class ConcatCache:
     def host(self) -> list[np.ndarray]:
         return [v if isinstance(v, np.ndarray) else v.numpy() for v in self.values]
 
+    def place(self, row: int, other: "Cache", length: int, end: int) -> None:
+        """Put the first ``length`` slots of ``other``'s one row into row ``row``, ending at slot
+        ``end``; the row's slots before them are zeroed (continuous batching, ``runtime.engine``)."""
+        _place(self._arrays(), row, other, length, end)
+
+    def move(self, offset: int, width: int) -> None:
+        """Move slots [0, width) of every row by ``offset`` (right > 0, zeros in front; left < 0,
+        the first -offset slots dropped): the cache is then ``width + offset`` slots long."""
+        if offset > 0:
+            self.values = [np.concatenate([np.zeros((*a.shape[:2], offset, a.shape[3]), a.dtype), a[:, :, :width]],
+                                          axis=2) for a in self._arrays()]
+        else:
+            self.values = [np.ascontiguousarray(a[:, :, -offset:width]) for a in self._arrays()]
+
+    def remask(self) -> None:
+        """Nothing to do: this layout takes the whole mask every run."""
+
+    def _arrays(self) -> list[np.ndarray]:
+        if self.decoder.io_binding:
+            raise ValueError("a cache kept on a device cannot be rearranged from the host")
+        return self.values
+
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         d = self.decoder
         if d.io_binding:
@@ -114,6 +136,30 @@ class SharedCache:
     def host(self) -> list[np.ndarray]:
         return self.arrays if self.arrays is not None else [v.numpy() for v in self.values]
 
+    def place(self, row: int, other: "Cache", length: int, end: int) -> None:
+        """As ``ConcatCache.place``, in the preallocated buffers."""
+        _place(self._arrays(), row, other, length, end)
+        self.remask()
+
+    def move(self, offset: int, width: int) -> None:
+        """As ``ConcatCache.move``, within the C slots of the buffers."""
+        for a in self._arrays():
+            if offset > 0:
+                a[:, :, offset : width + offset] = a[:, :, :width].copy()
+                a[:, :, :offset] = 0
+            else:
+                a[:, :, : width + offset] = a[:, :, -offset:width].copy()
+        self.remask()
+
+    def remask(self) -> None:
+        """The caller changed earlier columns of the mask: copy it whole at the next run."""
+        self.width = self.decoder.shape.context_length
+
+    def _arrays(self) -> list[np.ndarray]:
+        if self.arrays is None:
+            raise ValueError("a cache kept on a device cannot be rearranged from the host")
+        return self.arrays
+
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         d = self.decoder
         if attention_mask.shape[1] > d.shape.context_length:
@@ -154,6 +200,12 @@ class SharedCache:
             if w < self.width:  # not a continuation: clear what an earlier, longer call marked
                 self.mask[:, w : self.width] = 0
         self.width = w
+
+
+def _place(arrays: list[np.ndarray], row: int, other: "Cache", length: int, end: int) -> None:
+    for mine, theirs in zip(arrays, other.host()):  # (B, nh, S, hs) <- (1, nh, >= length, hs)
+        mine[row, :, : end - length] = 0
+        mine[row, :, end - length : end] = theirs[0, :, :length]
 
 
 # Opaque to callers: pass the cache ``run`` returned to the next ``run``.

@@ -69,18 +69,40 @@ def token_probabilities(decoder: Decoder, ids: Sequence[int], start: int) -> np.
     position 0 (learned absolute positions) and keeps at least half a context of history for every
     token it scores, the same kind of window the generator slides when it runs out of context.
     """
+    return np.exp(token_logprobs(decoder, ids, start)[0])
+
+
+def token_logprobs(decoder: Decoder, ids: Sequence[int], start: int, k: int = 0
+                   ) -> tuple[np.ndarray, list[list[tuple[int, float]]]]:
+    """Log-probability of ``ids[i]`` given the tokens before it, for each i in [start, len(ids)),
+    and the ``k`` most likely tokens at each of those places with theirs (scored as
+    ``token_probabilities`` says; the OpenAI API's ``logprobs`` with ``echo``)."""
     ids = check_token_ids(ids, decoder.shape.vocab_size)
     n, C = len(ids), decoder.shape.context_length
     if not isinstance(start, (int, np.integer)) or isinstance(start, bool) or not 1 <= start <= n:
         raise UserError(f"start={start!r} is invalid: use 1 to {n} (the first token has no prediction)")
-    out = np.empty(n - start, dtype=np.float64)
+    chosen = np.empty(n - start, dtype=np.float64)
+    top: list[list[tuple[int, float]]] = []
     lo, first = max(0, min(start - C // 2, n - C)), start  # window ids[lo:hi] scores targets first..hi-1
     while first < n:
         hi = min(n, lo + C)
         window = np.asarray(ids[lo:hi], dtype=np.int64)
-        probs = _softmax(_logits(decoder, window))  # (hi - lo, V): row j predicts ids[lo + j + 1]
+        logp = log_softmax(_logits(decoder, window))  # (hi - lo, V): row j predicts ids[lo + j + 1]
         targets = np.arange(first, hi)
-        out[first - start : hi - start] = probs[targets - lo - 1, window[targets - lo]]
+        rows = logp[targets - lo - 1]
+        chosen[first - start : hi - start] = rows[np.arange(len(targets)), window[targets - lo]]
+        top += [top_tokens(row, k) for row in rows] if k else [[] for _ in targets]
         first = hi
         lo = hi - C // 2
-    return out
+    return chosen, top
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def top_tokens(logp: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The k largest of a (V,) row, as (token, log-probability), most likely first."""
+    top = np.argpartition(logp, -k)[-k:]
+    return [(int(t), float(logp[t])) for t in top[np.argsort(-logp[top])]]

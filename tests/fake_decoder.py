@@ -37,6 +37,32 @@ class FakeCache:
     width: int = 0
     shared: bool = False
 
+    def place(self, row: int, other: "FakeCache", length: int, end: int) -> None:
+        """As the real caches' ``place`` (continuous batching)."""
+        for mine, theirs in ((self.tokens, other.tokens), (self.positions, other.positions)):
+            mine[row, : end - length] = 0
+            mine[row, end - length : end] = theirs[0, :length]
+
+    def move(self, offset: int, width: int) -> None:
+        """As the real caches' ``move``: every row's slots [0, width) by ``offset``."""
+        if self.shared:
+            for a in (self.tokens, self.positions):
+                if offset > 0:
+                    a[:, offset : width + offset] = a[:, :width].copy()
+                    a[:, :offset] = 0
+                else:
+                    a[:, : width + offset] = a[:, -offset:width].copy()
+        elif offset > 0:
+            pad = np.zeros((self.tokens.shape[0], offset), np.int64)
+            self.tokens = np.concatenate([pad, self.tokens[:, :width]], axis=1)
+            self.positions = np.concatenate([pad, self.positions[:, :width]], axis=1)
+        else:
+            self.tokens, self.positions = self.tokens[:, -offset:width], self.positions[:, -offset:width]
+        self.width = width + offset
+
+    def remask(self) -> None:
+        pass
+
 
 @dataclass
 class FakeDecoder:
@@ -44,6 +70,7 @@ class FakeDecoder:
     cache_layout: str = "concat"
     next_token: Callable[[tuple[int, ...]], int] | None = None
     run_seconds: float = 0.0
+    device: str = "cpu"
     calls: list[tuple[int, int]] = field(default_factory=list)  # (batch, tokens) per run
 
     def __post_init__(self) -> None:
@@ -63,6 +90,8 @@ class FakeDecoder:
             raise ValueError(f"the cache holds {self.shape.context_length} positions, not {P + T}")
         self.calls.append((B, T))
         if cache.shared:  # written in place, like onnxruntime into the bound buffers
+            # GroupQueryAttention takes the slots in use from the row with the most 1s
+            assert attention_mask.sum(axis=1).max() == P + T, "no row of the mask spans the slots in use"
             cache.tokens[:, P : P + T], cache.positions[:, P : P + T] = input_ids, position_ids
             cache.width = P + T
             out = cache

@@ -1,0 +1,291 @@
+"""The HTTP side of ``gptedge serve``: Python's own threaded HTTP server, one thread per connection,
+all of them handing requests to one ``runtime.Engine``.
+
+The standard library is enough here: the work is the engine's batched steps, one thread; each
+connection's thread only parses JSON, waits on its request's events and writes them out (tested
+with 32 concurrent streaming clients). So ``gptedge serve`` runs on a runtime-only install.
+
+Routes: ``POST /v1/completions`` (streamed as server-sent events when asked), ``POST
+/v1/chat/completions`` (a 400 unless the bundle declares a chat template: our models are base
+models), ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text). With an API key,
+``/v1/*`` needs ``Authorization: Bearer KEY``. A client that goes away cancels its generation.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import queue
+import select
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+from gptedge.errors import UserError
+from gptedge.runtime import Busy, Engine, Model, token_logprobs
+from gptedge.runtime.engine import Event, Job
+from gptedge.serve import openai
+from gptedge.serve.metrics import prometheus
+
+MAX_BODY = 4 * 1024 * 1024  # bytes of JSON a request may send
+POLL_S = 0.25  # how often a waiting request checks whether its client is still there
+
+
+class App:
+    """What every connection's handler shares: the model, its engine and the settings."""
+
+    def __init__(self, model: Model, engine: Engine, api_key: str | None) -> None:
+        self.model, self.engine, self.api_key = model, engine, api_key
+        self.model_id = model.variant
+        self.started = int(time.time())
+        self.rejected = 0
+
+    def models(self) -> dict:
+        m = self.model.manifest
+        data = [{"id": name, "object": "model", "created": self.started, "owned_by": "gptedge",
+                 "precision": v.precision, "served": name == self.model_id} for name, v in m.variants.items()]
+        return {"object": "list", "data": data}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "Server"
+
+    # -- routing -----------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._handle(self._get)
+
+    def do_POST(self) -> None:
+        self._handle(self._post)
+
+    def _handle(self, route) -> None:
+        try:
+            route(self.path.split("?", 1)[0].rstrip("/") or "/")
+        except openai.ApiError as e:
+            self._json(e.status, e.body(), e.headers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client left; its generation was cancelled where that matters
+
+    def _get(self, path: str) -> None:
+        app = self.server.app
+        if path == "/health":
+            e = app.engine
+            return self._json(200, {"status": "ok", "model": app.model_id, "slots": e.slots, "busy": e.busy,
+                                    "queued": e.queued})
+        if path == "/metrics":
+            return self._send(200, prometheus(app).encode(), "text/plain; version=0.0.4")
+        self._authorize()
+        if path == "/v1/models":
+            return self._json(200, app.models())
+        if path.startswith("/v1/models/"):
+            found = [m for m in app.models()["data"] if m["id"] == path[len("/v1/models/"):]]
+            if found:
+                return self._json(200, found[0])
+            raise openai.ApiError(404, f"no model {path[len('/v1/models/'):]!r} in this bundle", code="model_not_found")
+        raise openai.ApiError(404, f"no route GET {path}", kind="not_found_error")
+
+    def _post(self, path: str) -> None:
+        if path not in ("/v1/completions", "/v1/chat/completions"):
+            raise openai.ApiError(404, f"no route POST {path}", kind="not_found_error")
+        self._authorize()
+        body = self._body()
+        if path == "/v1/chat/completions":
+            raise openai.ApiError(400, "this bundle declares no chat template (it is a base model, which continues "
+                                       "text): use POST /v1/completions with a prompt")
+        self._completions(body)
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def _authorize(self) -> None:
+        key = self.server.app.api_key
+        if key is None:
+            return
+        given = self.headers.get("Authorization", "")
+        if not given.startswith("Bearer ") or not hmac.compare_digest(given[len("Bearer "):].encode(), key.encode()):
+            raise openai.ApiError(401, "missing or wrong API key: send Authorization: Bearer KEY",
+                                  kind="authentication_error", code="invalid_api_key")
+
+    def _body(self) -> Any:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise openai.ApiError(411, "send a Content-Length header with the JSON body") from None
+        if not 0 <= length <= MAX_BODY:
+            raise openai.ApiError(413, f"the body is {length} bytes; at most {MAX_BODY} are taken")
+        try:
+            return json.loads(self.rfile.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise openai.ApiError(400, f"the body is not JSON ({e})") from None
+
+    def _completions(self, body: Any) -> None:
+        app = self.server.app
+        m = app.model.manifest
+        request = openai.read_completion(body, app.model.settings, m.model.context_length, m.model.vocab_size)
+        if request.model not in (None, app.model_id):
+            raise openai.ApiError(404, f"model {request.model!r} is not served here: this server runs "
+                                       f"{app.model_id!r} (gptedge serve --variant {request.model})",
+                                  param="model", code="model_not_found")
+        jobs = self._submit(request)
+        cid = openai.new_id()
+        if request.stream:
+            self._stream(cid, request, jobs)
+        else:
+            self._whole(cid, request, jobs)
+
+    def _submit(self, request: openai.CompletionRequest) -> list[Job]:
+        app = self.server.app
+        jobs: list[Job] = []
+        try:
+            for prompt in request.prompts:
+                jobs.append(app.engine.submit(prompt, request.settings, logprobs=request.logprobs))
+        except Busy as e:
+            for job in jobs:
+                job.cancel()
+            app.rejected += 1
+            raise openai.ApiError(429, str(e), kind="rate_limit_error", code="server_busy",
+                                  headers={"Retry-After": "1"}) from None
+        except UserError as e:
+            for job in jobs:
+                job.cancel()
+            raise openai.ApiError(400, str(e), param="prompt") from None
+        return jobs
+
+    def _events(self, jobs: list[Job]) -> Iterator[tuple[int, Event]]:
+        """Every job's events as they come, (prompt index, event); cancels all if the client leaves."""
+        merged: queue.Queue[tuple[int, Event]] = queue.Queue()
+        for i, job in enumerate(jobs):
+            threading.Thread(target=lambda i=i, job=job: [merged.put((i, e)) for e in job], daemon=True).start()
+        left = len(jobs)
+        try:
+            while left:
+                try:
+                    i, event = merged.get(timeout=POLL_S)
+                except queue.Empty:
+                    if self._client_gone():
+                        raise ConnectionResetError("the client went away") from None
+                    continue
+                left -= event.result is not None
+                yield i, event
+        finally:
+            if left:
+                for job in jobs:
+                    job.cancel()
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed its connection (it sends nothing more while it waits)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _whole(self, cid: str, request: openai.CompletionRequest, jobs: list[Job]) -> None:
+        texts = [self._echo(p) if request.echo else "" for p in request.prompts]
+        logs = [self._prompt_logprobs(p, request) for p in request.prompts]
+        finish, prompt_tokens, completion_tokens = [""] * len(jobs), 0, 0
+        for i, event in self._events(jobs):
+            texts[i] += event.text
+            if event.token is not None and logs[i] is not None:
+                logs[i].add(*self._token_logprobs(event))
+            if event.result is not None:
+                finish[i] = openai.FINISH.get(event.finish_reason, "stop")
+                prompt_tokens += event.result.prompt_tokens
+                completion_tokens += len(event.result.token_ids)
+        choices = [openai.choice(i, texts[i], finish[i], logs[i].since(0) if logs[i] else None) for i in range(len(jobs))]
+        self._json(200, openai.completion(cid, self.server.app.model_id, choices,
+                                          openai.usage(prompt_tokens, completion_tokens)))
+
+    def _stream(self, cid: str, request: openai.CompletionRequest, jobs: list[Job]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")  # the stream ends when the connection does
+        self.end_headers()
+        self.close_connection = True
+        model_id = self.server.app.model_id
+        logs = [self._prompt_logprobs(p, request) for p in request.prompts]
+        if request.echo:
+            for i, p in enumerate(request.prompts):
+                chunk = openai.choice(i, self._echo(p), None, logs[i].since(0) if logs[i] else None)
+                self._event(openai.completion(cid, model_id, [chunk], None))
+        prompt_tokens = completion_tokens = 0
+        for i, event in self._events(jobs):
+            lp = None
+            if event.token is not None and logs[i] is not None:
+                start = len(logs[i].tokens)
+                logs[i].add(*self._token_logprobs(event))
+                lp = logs[i].since(start)
+            finish = None
+            if event.result is not None:
+                finish = openai.FINISH.get(event.finish_reason, "stop")
+                prompt_tokens += event.result.prompt_tokens
+                completion_tokens += len(event.result.token_ids)
+            if event.text or lp or finish:
+                self._event(openai.completion(cid, model_id, [openai.choice(i, event.text, finish, lp)], None))
+        if request.include_usage:
+            self._event(openai.completion(cid, model_id, [], openai.usage(prompt_tokens, completion_tokens)))
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def _event(self, data: dict) -> None:
+        self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+        self.wfile.flush()
+
+    def _echo(self, prompt: str | list[int]) -> str:
+        return prompt if isinstance(prompt, str) else self.server.app.model.decode(prompt)
+
+    def _prompt_logprobs(self, prompt: str | list[int], request: openai.CompletionRequest) -> openai.Logprobs | None:
+        """A logprobs object, holding the echoed prompt's tokens when ``echo`` is on (the first
+        has no prediction, so null as in the API)."""
+        if not request.logprobs:
+            return None
+        log = openai.Logprobs()
+        if request.echo:
+            model = self.server.app.model
+            ids = model.encode(prompt) if isinstance(prompt, str) else list(prompt)
+            chosen, top = token_logprobs(model.decoder, ids, 1, request.logprobs) if len(ids) > 1 else ([], [])
+            log.add(model.decode([ids[0]]), None, None)
+            for token, lp, candidates in zip(ids[1:], chosen, top):
+                log.add(model.decode([token]), float(lp), self._named(candidates))
+        return log
+
+    def _token_logprobs(self, event: Event) -> tuple[str, float | None, dict[str, float]]:
+        return self.server.app.model.decode([event.token]), event.logprob, self._named(event.top)
+
+    def _named(self, candidates: list[tuple[int, float]]) -> dict[str, float]:
+        decode = self.server.app.model.decode
+        return {decode([t]): lp for t, lp in candidates}
+
+    # -- responses ---------------------------------------------------------------------------------
+
+    def _json(self, status: int, data: dict, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(data).encode(), "application/json", headers)
+
+    def _send(self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            sys.stderr.write(f"gptedge serve: {self.address_string()} {format % args}\n")
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client never keeps the process alive
+    allow_reuse_address = True
+
+    def __init__(self, app: App, host: str, port: int, verbose: bool = False) -> None:
+        self.app, self.verbose = app, verbose
+        try:
+            super().__init__((host, port), Handler)
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror}): pick another --port or --host") from None

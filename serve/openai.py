@@ -1,0 +1,178 @@
+"""The OpenAI completions API as data: requests read and checked into what the engine takes, and
+results shaped into the response, stream chunk and error objects clients parse.
+
+Checked the way the OpenAI API checks: a wrong type or value is a 400 ``invalid_request_error``
+naming the parameter; parameters this server cannot honour (``n`` > 1, a ``suffix``, presence or
+frequency penalties) are refused rather than ignored, so a client never gets silently different
+behaviour. gptedge's own ``top_k`` and ``repetition_penalty`` are accepted as extra fields.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from gptedge.runtime import GenerationSettings
+
+MAX_LOGPROBS = 5  # as the OpenAI completions API allows
+MAX_STOP = 4
+
+
+class ApiError(Exception):
+    """An error the client is told about: HTTP status and the OpenAI error object's fields."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
+                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class CompletionRequest:
+    prompts: list[str | list[int]]
+    settings: GenerationSettings
+    stream: bool = False
+    logprobs: int = 0  # top candidates per token (0: none)
+    echo: bool = False
+    include_usage: bool = False  # stream_options.include_usage
+    model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _get(body: dict, name: str, kinds: tuple[type, ...], default: Any, what: str) -> Any:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise ApiError(400, f"{name} must be {what}, not {type(value).__name__}", param=name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(400, f"{name} must be a finite number", param=name)
+    return value
+
+
+def _in_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ApiError(400, f"{name} must be between {low:g} and {high:g}, not {value}", param=name)
+
+
+def _prompts(body: dict, vocab_size: int) -> list[str | list[int]]:
+    """``prompt``: a string, a list of strings, a list of token ids, or a list of those lists."""
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise ApiError(400, "prompt is required: give a string, a list of strings or token ids", param="prompt")
+    is_ids = lambda x: isinstance(x, list) and x and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
+    if isinstance(prompt, str) or is_ids(prompt):
+        prompts = [prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) or is_ids(p) for p in prompt):
+        prompts = list(prompt)
+    else:
+        raise ApiError(400, "prompt must be a non-empty string, list of strings, list of token ids or list of those",
+                       param="prompt")
+    for p in prompts:
+        if isinstance(p, str) and not p:
+            raise ApiError(400, "prompt is empty: give at least one character", param="prompt")
+        if isinstance(p, list) and not all(0 <= t < vocab_size for t in p):
+            raise ApiError(400, f"prompt holds a token id outside 0..{vocab_size - 1}", param="prompt")
+    return prompts
+
+
+def read_completion(body: Any, defaults: GenerationSettings, context_length: int, vocab_size: int) -> CompletionRequest:
+    """Check a ``POST /v1/completions`` body; raise ``ApiError`` (400) naming the first problem."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    for name, allowed in (("n", 1), ("best_of", 1)):
+        if body.get(name, allowed) not in (allowed, None):
+            raise ApiError(400, f"{name} must be 1: this server returns one completion per prompt", param=name)
+    for name in ("presence_penalty", "frequency_penalty"):
+        if body.get(name) not in (None, 0, 0.0):
+            raise ApiError(400, f"{name} is not supported: use repetition_penalty (gptedge's, > 0; 1 is none)",
+                           param=name)
+    if body.get("suffix") not in (None, ""):
+        raise ApiError(400, "suffix is not supported: these models only continue text", param="suffix")
+    prompts = _prompts(body, vocab_size)
+    max_tokens = _get(body, "max_tokens", (int,), 16, "a whole number")
+    if not 0 <= max_tokens <= context_length:
+        raise ApiError(400, f"max_tokens must be between 0 and the context length, {context_length}; got {max_tokens}",
+                       param="max_tokens")
+    temperature = float(_get(body, "temperature", (int, float), 1.0, "a number"))
+    _in_range("temperature", temperature, 0, 2)
+    top_p = float(_get(body, "top_p", (int, float), 1.0, "a number"))
+    if not 0 < top_p <= 1:
+        raise ApiError(400, f"top_p must be above 0 and at most 1, not {top_p}", param="top_p")
+    top_k = _get(body, "top_k", (int,), 0, "a whole number (0: no limit)")
+    _in_range("top_k", top_k, 0, vocab_size)
+    penalty = float(_get(body, "repetition_penalty", (int, float), 1.0, "a number"))
+    if penalty <= 0:
+        raise ApiError(400, f"repetition_penalty must be above 0 (1 is none), not {penalty}", param="repetition_penalty")
+    seed = _get(body, "seed", (int,), None, "a whole number")
+    if seed is not None and seed < 0:
+        raise ApiError(400, f"seed must be 0 or more, not {seed}", param="seed")
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > MAX_STOP:
+        raise ApiError(400, f"stop must be a non-empty string or a list of at most {MAX_STOP} of them", param="stop")
+    logprobs = _get(body, "logprobs", (int,), 0, "a whole number")
+    _in_range("logprobs", logprobs, 0, MAX_LOGPROBS)
+    options = _get(body, "stream_options", (dict,), {}, "an object")
+    settings = defaults.replace(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                                repetition_penalty=penalty, seed=seed, stop=tuple(stops), ignore_eos=False)
+    return CompletionRequest(
+        prompts=prompts, settings=settings, stream=bool(_get(body, "stream", (bool,), False, "true or false")),
+        logprobs=logprobs, echo=bool(_get(body, "echo", (bool,), False, "true or false")),
+        include_usage=bool(options.get("include_usage", False)), model=_get(body, "model", (str,), None, "a string"),
+    )
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
+
+
+def new_id() -> str:
+    return "cmpl-" + uuid.uuid4().hex[:24]
+
+
+def completion(cid: str, model: str, choices: list[dict], usage: dict | None) -> dict:
+    body = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model, "choices": choices}
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def choice(index: int, text: str, finish_reason: str | None, logprobs: dict | None) -> dict:
+    return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class Logprobs:
+    """The legacy completions ``logprobs`` object, built token by token."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.token_logprobs: list[float | None] = []
+        self.top_logprobs: list[dict[str, float] | None] = []
+        self.text_offset: list[int] = []
+        self.offset = 0
+
+    def add(self, text: str, logprob: float | None, top: dict[str, float] | None) -> None:
+        self.tokens.append(text)
+        self.token_logprobs.append(logprob)
+        self.top_logprobs.append(top)
+        self.text_offset.append(self.offset)
+        self.offset += len(text)
+
+    def since(self, start: int) -> dict:
+        """The entries from ``start`` on (a stream chunk's share), as the API's object."""
+        return {"tokens": self.tokens[start:], "token_logprobs": self.token_logprobs[start:],
+                "top_logprobs": self.top_logprobs[start:], "text_offset": self.text_offset[start:]}
