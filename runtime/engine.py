@@ -141,7 +141,7 @@ class Engine:
         self.jobs: list[Job | None] = [None] * slots  # the request each row serves
         self.placed = [False] * slots  # whether row b's request is in the batch cache now
         self.waiting: collections.deque[Job] = collections.deque()
-        self.counts = collections.Counter()  # requests, prompt and generated tokens (for /metrics)
+        self.counts = collections.Counter()  # requests, cancelled, prompt and generated tokens (/metrics)
         self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, tokens) per step
         self._cond = threading.Condition()
         self._stopping = False
@@ -235,6 +235,7 @@ class Engine:
                 continue
             if job.cancelled.is_set():
                 job.end("cancelled")
+                self.counts["cancelled"] += 1
                 self._free(b)
                 continue
             token = int(job.sampler(job.logits[None, :], job.seen)[0])

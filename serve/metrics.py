@@ -14,6 +14,8 @@ def prometheus(app: "App") -> str:
         ("gptedge_requests_total", "counter", "completion requests accepted", e.counts["requests"]),
         ("gptedge_requests_rejected_total", "counter", "requests refused with 429 (slots and queue full)",
          app.rejected),
+        ("gptedge_requests_cancelled_total", "counter", "requests cancelled (their client went away)",
+         e.counts["cancelled"]),
         ("gptedge_prompt_tokens_total", "counter", "prompt tokens of accepted requests", e.counts["prompt_tokens"]),
         ("gptedge_generated_tokens_total", "counter", "tokens generated", e.counts["generated_tokens"]),
         ("gptedge_tokens_per_second", "gauge", "tokens generated per second, all requests, last 10 s",

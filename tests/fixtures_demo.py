@@ -69,13 +69,13 @@ def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"gptedge demo exited with {proc.returncode}:\n{log.read_text()}")
+            raise RuntimeError(f"the server exited with {proc.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError(f"gptedge demo did not answer within {timeout} s:\n{log.read_text()}")
+    raise RuntimeError(f"the server did not answer within {timeout} s:\n{log.read_text()}")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The dependency boundary: every module of the runtime and of the demo imports on a device, where
+"""The dependency boundary: every module of the runtime, the server and the demo imports on a device, where
 torch, onnx and onnxscript are absent, and pulls in no module of gptedge.train or gptedge.export."""
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def imports_cleanly(names: list[str], blocked: tuple[str, ...] = HEAVY,
 
 
 def test_every_runtime_module_imports_on_a_device():
-    names = modules("runtime", "gptedge.runtime") + ["gptedge", "gptedge.cli", "gptedge.schema", "gptedge.atomic"]
+    names = modules("runtime", "gptedge.runtime") + modules("serve", "gptedge.serve") + [
+        "gptedge", "gptedge.cli", "gptedge.schema", "gptedge.atomic"]
     assert len(names) > 10  # the glob found the package
     imports_cleanly(names)
 
