@@ -31,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--repeat", type=whole_number(1), default=3, help="runs per figure; median and spread are kept")
     b.add_argument("--soak", type=whole_number(0), default=0, metavar="N",
                    help="also run N short generations and report resident memory before and after")
+    b.add_argument("--serve", action="store_true", help="instead: gptedge serve under concurrent streaming clients "
+                   "(aggregate tokens/s, time to first token p50/p95), written to OUT/bench_serve.json and .png")
+    b.add_argument("--clients", type=whole_number(1), nargs="+", metavar="N",
+                   help="with --serve: concurrent clients per round (default 1 4 16 32)")
     b.add_argument("--out", default="bench", metavar="DIR", help="folder for bench.json and bench.png (default ./bench)")
     b.set_defaults(func=run_bench)
 
@@ -40,6 +44,21 @@ def run_bench(args: argparse.Namespace) -> int:
 
     paths.output_folder(args.out, "--out")
     args.bundle = paths.resolve_bundle(args.bundle)
+    if args.serve:
+        return _serve_bench(args)
     if args.checkpoint:
         args.checkpoint = paths.resolve_checkpoint(args.checkpoint)
     return bench(args)
+
+
+def _serve_bench(args: argparse.Namespace) -> int:
+    from gptedge.errors import UserError
+    from gptedge.measure.serve_bench import run_serve_bench
+    from gptedge.runtime import contract
+
+    manifest = contract.read_manifest(args.bundle)
+    variants = args.variants or [n for n, v in manifest.variants.items() if "cpu" in v.providers]
+    unknown = [v for v in variants if v not in manifest.variants]
+    if unknown:
+        raise UserError(f"bundle has no variant {unknown[0]!r}: available are {', '.join(manifest.variants)}")
+    return run_serve_bench(args, variants, manifest)

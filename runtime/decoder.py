@@ -30,7 +30,26 @@ from gptedge.runtime import contract
 _DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
 
 
-class ConcatCache:
+class HostRows:
+    """What continuous batching (``runtime.engine``) does to a cache's rows in host memory; each
+    layout supplies ``_arrays`` (its (B, nh, S, hs) arrays) and ``remask``."""
+
+    def place(self, row: int, other: "Cache", length: int, end: int) -> None:
+        """Put the first ``length`` slots of ``other``'s one row into row ``row``, ending at slot
+        ``end``; the row's slots before them are zeroed."""
+        for mine, theirs in zip(self._arrays(), other.host()):
+            mine[row, :, : end - length] = 0
+            mine[row, :, end - length : end] = theirs[0, :, :length]
+        self.remask()
+
+    def copy_row(self, src: int, dst: int, width: int) -> None:
+        """Row ``src``'s first ``width`` slots into row ``dst``."""
+        for a in self._arrays():
+            a[dst, :, :width] = a[src, :, :width]
+        self.remask()
+
+
+class ConcatCache(HostRows):
     """The "concat" layout's cache: the past goes in, a present one step longer comes out.
 
     On the CPU, plain ``session.run`` with numpy arrays (each present is fed straight back as the
@@ -45,11 +64,6 @@ class ConcatCache:
     def host(self) -> list[np.ndarray]:
         return [v if isinstance(v, np.ndarray) else v.numpy() for v in self.values]
 
-    def place(self, row: int, other: "Cache", length: int, end: int) -> None:
-        """Put the first ``length`` slots of ``other``'s one row into row ``row``, ending at slot
-        ``end``; the row's slots before them are zeroed (continuous batching, ``runtime.engine``)."""
-        _place(self._arrays(), row, other, length, end)
-
     def move(self, offset: int, width: int) -> None:
         """Move slots [0, width) of every row by ``offset`` (right > 0, zeros in front; left < 0,
         the first -offset slots dropped): the cache is then ``width + offset`` slots long."""
@@ -61,6 +75,14 @@ class ConcatCache:
 
     def remask(self) -> None:
         """Nothing to do: this layout takes the whole mask every run."""
+
+    def resize(self, batch: int) -> None:
+        """Keep the first ``batch`` rows, or add rows of zeros up to it."""
+        rows = self._arrays()[0].shape[0]
+        if batch < rows:
+            self.values = [a[:batch] for a in self._arrays()]
+        elif batch > rows:
+            self.values = [np.concatenate([a, np.zeros((batch - rows, *a.shape[1:]), a.dtype)]) for a in self._arrays()]
 
     def _arrays(self) -> list[np.ndarray]:
         if self.decoder.io_binding:
@@ -98,7 +120,7 @@ class ConcatCache:
         return logits.numpy()
 
 
-class SharedCache:
+class SharedCache(HostRows):
     """The "shared" layout's cache: preallocated buffers, bound as both past and present, and the
     decode step's inputs and logits, bound once too.
 
@@ -110,19 +132,28 @@ class SharedCache:
     def __init__(self, decoder: "Decoder", batch: int) -> None:
         self.decoder = decoder
         shape = decoder.shape
-        C = shape.context_length
-        dims = (batch, shape.n_head, C, shape.head_dim)  # (B, nh, C, hs)
+        dims = (batch, shape.n_head, shape.context_length, shape.head_dim)  # (B, nh, C, hs)
         if decoder.device == "cpu":  # numpy memory (np.zeros: pages are only touched when written)
             self.arrays: list[np.ndarray] | None = [np.zeros(dims, decoder.cache_dtype) for _ in decoder.past_names]
-            self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.arrays]
+            self.device_values: list[ort.OrtValue] = []
         else:
             self.arrays = None
-            self.values = [
+            self.device_values = [
                 ort.OrtValue.ortvalue_from_shape_and_type(dims, decoder.cache_dtype, decoder.device, 0)
                 for _ in decoder.past_names
             ]
-        self.binding = decoder.session.io_binding()
-        for past, present, value in zip(decoder.past_names, decoder.output_names[1:], self.values):
+        self._bind(batch)
+
+    def _bind(self, batch: int) -> None:
+        """Bind the first ``batch`` rows of the buffers, and step inputs and logits of that size."""
+        d, C = self.decoder, self.decoder.shape.context_length
+        self.batch = batch
+        if self.arrays is not None:
+            self.values = [ort.OrtValue.ortvalue_from_numpy(a[:batch]) for a in self.arrays]  # views, no copy
+        else:
+            self.values = self.device_values
+        self.binding = d.session.io_binding()
+        for past, present, value in zip(d.past_names, d.output_names[1:], self.values):
             self.binding.bind_ortvalue_input(past, value)
             self.binding.bind_ortvalue_output(present, value)
         self.mask = np.zeros((batch, C), dtype=np.int64)  # (B, C), 1 up to the slots in use
@@ -130,16 +161,19 @@ class SharedCache:
         self.binding.bind_ortvalue_input(contract.ATTENTION_MASK, ort.OrtValue.ortvalue_from_numpy(self.mask))
         self.step_ids = np.zeros((batch, 1), dtype=np.int64)  # (B, 1)
         self.step_positions = np.zeros((batch, 1), dtype=np.int64)  # (B, 1)
-        self.step_logits = np.zeros((batch, 1, shape.vocab_size), dtype=decoder.logits_dtype)  # (B, 1, V)
+        self.step_logits = np.zeros((batch, 1, d.shape.vocab_size), dtype=d.logits_dtype)  # (B, 1, V)
         self.step_bound = False  # whether the three above are what the binding holds now
 
     def host(self) -> list[np.ndarray]:
-        return self.arrays if self.arrays is not None else [v.numpy() for v in self.values]
+        return self._arrays() if self.arrays is not None else [v.numpy() for v in self.values]
 
-    def place(self, row: int, other: "Cache", length: int, end: int) -> None:
-        """As ``ConcatCache.place``, in the preallocated buffers."""
-        _place(self._arrays(), row, other, length, end)
-        self.remask()
+    def resize(self, batch: int) -> None:
+        """Run on the first ``batch`` rows of the buffers from now on (at most the batch it was made
+        for): continuous batching steps only the rows in use."""
+        if batch != self.batch:
+            self._arrays()
+            self._bind(batch)
+            self.remask()
 
     def move(self, offset: int, width: int) -> None:
         """As ``ConcatCache.move``, within the C slots of the buffers."""
@@ -158,7 +192,7 @@ class SharedCache:
     def _arrays(self) -> list[np.ndarray]:
         if self.arrays is None:
             raise ValueError("a cache kept on a device cannot be rearranged from the host")
-        return self.arrays
+        return [a[: self.batch] for a in self.arrays]
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         d = self.decoder
@@ -200,12 +234,6 @@ class SharedCache:
             if w < self.width:  # not a continuation: clear what an earlier, longer call marked
                 self.mask[:, w : self.width] = 0
         self.width = w
-
-
-def _place(arrays: list[np.ndarray], row: int, other: "Cache", length: int, end: int) -> None:
-    for mine, theirs in zip(arrays, other.host()):  # (B, nh, S, hs) <- (1, nh, >= length, hs)
-        mine[row, :, : end - length] = 0
-        mine[row, :, end - length : end] = theirs[0, :, :length]
 
 
 # Opaque to callers: pass the cache ``run`` returned to the next ``run``.

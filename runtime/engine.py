@@ -136,9 +136,11 @@ class Engine:
         self.slots, self.queue_size = slots, queue_size
         self.cache = decoder.empty_cache(slots)
         self.width = 0  # slots of the batch cache in use
-        self.start = np.zeros(slots, dtype=np.int64)  # each row's first slot (0 for a free row)
-        self.mask = np.zeros((slots, self.C), dtype=np.int64)  # (B, C); a free row's is all 0
-        self.jobs: list[Job | None] = [None] * slots  # the request each row serves
+        # Row b of the batch serves jobs[b]; rows in use are packed at the top (a leaving row's place
+        # is taken by the last one), so a step runs only len(jobs) rows, never idle ones.
+        self.jobs: list[Job] = []
+        self.start = np.zeros(slots, dtype=np.int64)  # each row's first slot
+        self.mask = np.zeros((slots, self.C), dtype=np.int64)  # (B, C); 0 everywhere for a row not placed
         self.placed = [False] * slots  # whether row b's request is in the batch cache now
         self.waiting: collections.deque[Job] = collections.deque()
         self.counts = collections.Counter()  # requests, cancelled, prompt and generated tokens (/metrics)
@@ -165,7 +167,7 @@ class Engine:
                 raise Busy("the server is shutting down")
             if self._broken:
                 raise UserError(f"the engine stopped after an error ({self._broken}): restart it")
-            if len(self.waiting) >= self.queue_size + self.jobs.count(None):  # waiting ones take free rows first
+            if len(self.waiting) >= self.queue_size + self.slots - len(self.jobs):  # waiting ones take free rows first
                 raise Busy(f"all {self.slots} slots are busy and {len(self.waiting)} requests wait: try again shortly")
             self.waiting.append(job)
             self.counts["requests"] += 1
@@ -175,7 +177,7 @@ class Engine:
 
     @property
     def busy(self) -> int:
-        return sum(j is not None for j in self.jobs)
+        return len(self.jobs)
 
     @property
     def queued(self) -> int:
@@ -202,13 +204,13 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not self.waiting and self.busy == 0:
+                while not self._stopping and not self.waiting and not self.jobs:
                     self._cond.wait()
                 if self._stopping:
                     break
-                joining = [self.waiting.popleft() for _ in range(min(len(self.waiting), self.jobs.count(None)))]
+                joining = [self.waiting.popleft() for _ in range(min(len(self.waiting), self.slots - len(self.jobs)))]
                 for job in joining:
-                    self.jobs[self.jobs.index(None)] = job
+                    self._add_row(job)
             try:
                 for job in joining:
                     self._prefill(job)
@@ -216,34 +218,33 @@ class Engine:
                 self._iteration()
             except Exception as error:  # a bug: fail every request rather than hang them
                 for job in [*self.jobs, *self.waiting]:
-                    if job is not None:
-                        job.end(f"error: {error}")
-                self.jobs, self.placed = [None] * self.slots, [False] * self.slots
+                    job.end(f"error: {error}")
+                self.jobs = []
                 self.waiting.clear()
                 self._broken = f"{type(error).__name__}: {error}"
                 raise
         for job in [*self.jobs, *self.waiting]:
-            if job is not None:
-                job.end("cancelled")
+            job.end("cancelled")
 
     def _iteration(self) -> None:
-        """Each live row takes its next token; the rows that go on decode one step together."""
+        """Each placed row takes its next token; those that go on decode one step together."""
         sliding: list[Job] = []
         taken = 0
-        for b, job in enumerate(self.jobs):
-            if job is None or not self.placed[b]:
+        for job in list(self.jobs):
+            b = self.jobs.index(job)
+            if not self.placed[b]:
                 continue
             if job.cancelled.is_set():
                 job.end("cancelled")
                 self.counts["cancelled"] += 1
-                self._free(b)
+                self._free(job)
                 continue
             token = int(job.sampler(job.logits[None, :], job.seen)[0])
             event = job.take(token, self.eos_id)
             taken += 1
             job.events.put(event)
             if event.result is not None:
-                self._free(b)
+                self._free(job)
             elif self.width >= self.C and self.start[b] == 0:  # its window is full: slide
                 job.row.tokens = generation.window(job.row.tokens, self.C)
                 job.row.slides += 1
@@ -255,30 +256,36 @@ class Engine:
         self._recent.append((now, taken))
         self._forget(now)
         self.counts["generated_tokens"] += taken
-        if any(self.placed):
+        if any(self.placed[: len(self.jobs)]):
             self._step()
         for job in sliding:
             self._prefill(job)
             self._place(job)
 
     def _step(self) -> None:
-        """Feed every placed row its last token at slot ``width``; other rows feed padding."""
-        rows = [b for b in range(self.slots) if self.placed[b]]
+        """Feed every placed row its last token at slot ``width``; a row not placed feeds padding."""
+        k = len(self.jobs)
+        rows = [b for b in range(k) if self.placed[b]]
         first = int(self.start[rows].min())
         if first > 0:  # no row spans every slot in use: drop the slots no row needs
             self._move(-first)
         w = self.width
-        ids = np.full((self.slots, 1), self.pad_id, dtype=np.int64)  # (B, 1)
-        positions = np.zeros((self.slots, 1), dtype=np.int64)  # (B, 1)
+        ids = np.full((k, 1), self.pad_id, dtype=np.int64)  # (k, 1)
+        positions = np.zeros((k, 1), dtype=np.int64)  # (k, 1)
         for b in rows:
             ids[b, 0] = self.jobs[b].row.tokens[-1]
             positions[b, 0] = w - self.start[b]
-        logits, self.cache = self.decoder.run(ids, self.mask[:, : w + 1], positions, self.cache)  # (B, 1, V)
+        self.cache.resize(k)
+        logits, self.cache = self.decoder.run(ids, self.mask[:k, : w + 1], positions, self.cache)  # (k, 1, V)
         self.width = w + 1
         for b in rows:
             self.jobs[b].logits = logits[b, -1]  # read before the next step overwrites it
 
     # -- rows and the batch cache ----------------------------------------------------------------
+
+    def _add_row(self, job: Job) -> None:
+        self.jobs.append(job)
+        self._unset(len(self.jobs) - 1)
 
     def _prefill(self, job: Job) -> None:
         """The request's tokens through the model alone: its own cache and next token's logits."""
@@ -289,6 +296,7 @@ class Engine:
         """Put a prefilled request's cache into its row, ending at ``width``."""
         b = self.jobs.index(job)
         n = len(job.row.tokens)
+        self.cache.resize(len(self.jobs))
         if n > self.width:
             self._move(n - self.width)
         self.cache.place(b, job.alone, n, self.width)
@@ -303,7 +311,7 @@ class Engine:
             return
         self.cache.move(offset, self.width)
         self.width += offset
-        for b in range(self.slots):
+        for b in range(len(self.jobs)):
             if self.placed[b]:
                 self.start[b] += offset
                 self.mask[b] = np.arange(self.C) >= self.start[b]
@@ -315,9 +323,16 @@ class Engine:
         self.mask[b] = 0
         self.cache.remask()
 
-    def _free(self, b: int) -> None:
-        self._unset(b)
-        self.jobs[b] = None
-        if self.busy == 0:
+    def _free(self, job: Job) -> None:
+        """The job leaves: the last row takes its place, so rows in use stay packed."""
+        b, last = self.jobs.index(job), len(self.jobs) - 1
+        if b != last:
+            self.cache.copy_row(last, b, self.width)
+            self.jobs[b] = self.jobs[last]
+            self.start[b], self.placed[b] = self.start[last], self.placed[last]
+            self.mask[b] = self.mask[last]
+        self.jobs.pop()
+        self._unset(last)
+        if not self.jobs:
+            self.cache.move(-self.width, self.width)  # empty: the next request starts from slot 0
             self.width = 0
-            self.cache = self.decoder.empty_cache(self.slots)

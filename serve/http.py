@@ -54,6 +54,10 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "Server"
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a token goes out at once
+
     # -- routing -----------------------------------------------------------------------------------
 
     def do_GET(self) -> None:
@@ -154,22 +158,33 @@ class Handler(BaseHTTPRequestHandler):
             raise openai.ApiError(400, str(e), param="prompt") from None
         return jobs
 
-    def _events(self, jobs: list[Job]) -> Iterator[tuple[int, Event]]:
-        """Every job's events as they come, (prompt index, event); cancels all if the client leaves."""
-        merged: queue.Queue[tuple[int, Event]] = queue.Queue()
-        for i, job in enumerate(jobs):
-            threading.Thread(target=lambda i=i, job=job: [merged.put((i, e)) for e in job], daemon=True).start()
+    def _events(self, jobs: list[Job]) -> Iterator[list[tuple[int, Event]]]:
+        """Every job's events as they come, (prompt index, event), in batches of what is ready (so
+        a busy server writes several tokens per system call); cancels all if the client leaves."""
+        if len(jobs) == 1:
+            merged = jobs[0].events  # one prompt, the usual case: its own queue, no forwarding thread
+            tag = lambda e: (0, e)  # noqa: E731
+        else:
+            merged = queue.Queue()
+            for i, job in enumerate(jobs):
+                threading.Thread(target=lambda i=i, job=job: [merged.put((i, e)) for e in job], daemon=True).start()
+            tag = lambda e: e  # noqa: E731
         left = len(jobs)
         try:
             while left:
                 try:
-                    i, event = merged.get(timeout=POLL_S)
+                    ready = [tag(merged.get(timeout=POLL_S))]
                 except queue.Empty:
                     if self._client_gone():
                         raise ConnectionResetError("the client went away") from None
                     continue
-                left -= event.result is not None
-                yield i, event
+                while True:
+                    try:
+                        ready.append(tag(merged.get_nowait()))
+                    except queue.Empty:
+                        break
+                left -= sum(event.result is not None for _, event in ready)
+                yield ready
         finally:
             if left:
                 for job in jobs:
@@ -187,7 +202,7 @@ class Handler(BaseHTTPRequestHandler):
         texts = [self._echo(p) if request.echo else "" for p in request.prompts]
         logs = [self._prompt_logprobs(p, request) for p in request.prompts]
         finish, prompt_tokens, completion_tokens = [""] * len(jobs), 0, 0
-        for i, event in self._events(jobs):
+        for i, event in (e for ready in self._events(jobs) for e in ready):
             texts[i] += event.text
             if event.token is not None and logs[i] is not None:
                 logs[i].add(*self._token_logprobs(event))
@@ -211,29 +226,34 @@ class Handler(BaseHTTPRequestHandler):
         if request.echo:
             for i, p in enumerate(request.prompts):
                 chunk = openai.choice(i, self._echo(p), None, logs[i].since(0) if logs[i] else None)
-                self._event(openai.completion(cid, model_id, [chunk], None))
+                self._events_out([openai.completion(cid, model_id, [chunk], None)])
         prompt_tokens = completion_tokens = 0
-        for i, event in self._events(jobs):
-            lp = None
-            if event.token is not None and logs[i] is not None:
-                start = len(logs[i].tokens)
-                logs[i].add(*self._token_logprobs(event))
-                lp = logs[i].since(start)
-            finish = None
-            if event.result is not None:
-                finish = openai.FINISH.get(event.finish_reason, "stop")
-                prompt_tokens += event.result.prompt_tokens
-                completion_tokens += len(event.result.token_ids)
-            if event.text or lp or finish:
-                self._event(openai.completion(cid, model_id, [openai.choice(i, event.text, finish, lp)], None))
+        for ready in self._events(jobs):
+            out = []
+            for i, event in ready:
+                lp = None
+                if event.token is not None and logs[i] is not None:
+                    start = len(logs[i].tokens)
+                    logs[i].add(*self._token_logprobs(event))
+                    lp = logs[i].since(start)
+                finish = None
+                if event.result is not None:
+                    finish = openai.FINISH.get(event.finish_reason, "stop")
+                    prompt_tokens += event.result.prompt_tokens
+                    completion_tokens += len(event.result.token_ids)
+                if event.text or lp or finish:
+                    out.append(openai.completion(cid, model_id, [openai.choice(i, event.text, finish, lp)], None))
+            self._events_out(out)
         if request.include_usage:
-            self._event(openai.completion(cid, model_id, [], openai.usage(prompt_tokens, completion_tokens)))
+            self._events_out([openai.completion(cid, model_id, [], openai.usage(prompt_tokens, completion_tokens))])
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
-    def _event(self, data: dict) -> None:
-        self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
-        self.wfile.flush()
+    def _events_out(self, chunks: list[dict]) -> None:
+        """Server-sent events, one per chunk, in one write."""
+        if chunks:
+            self.wfile.write(b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks))
+            self.wfile.flush()
 
     def _echo(self, prompt: str | list[int]) -> str:
         return prompt if isinstance(prompt, str) else self.server.app.model.decode(prompt)
@@ -282,6 +302,7 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client never keeps the process alive
     allow_reuse_address = True
+    request_queue_size = 256  # connections waiting to be accepted (the default 5 drops a burst of clients)
 
     def __init__(self, app: App, host: str, port: int, verbose: bool = False) -> None:
         self.app, self.verbose = app, verbose

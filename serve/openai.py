@@ -4,7 +4,8 @@ results shaped into the response, stream chunk and error objects clients parse.
 Checked the way the OpenAI API checks: a wrong type or value is a 400 ``invalid_request_error``
 naming the parameter; parameters this server cannot honour (``n`` > 1, a ``suffix``, presence or
 frequency penalties) are refused rather than ignored, so a client never gets silently different
-behaviour. gptedge's own ``top_k`` and ``repetition_penalty`` are accepted as extra fields.
+behaviour. gptedge's own ``top_k``, ``repetition_penalty`` and ``ignore_eos`` are accepted as extra
+fields.
 """
 
 from __future__ import annotations
@@ -121,8 +122,9 @@ def read_completion(body: Any, defaults: GenerationSettings, context_length: int
     logprobs = _get(body, "logprobs", (int,), 0, "a whole number")
     _in_range("logprobs", logprobs, 0, MAX_LOGPROBS)
     options = _get(body, "stream_options", (dict,), {}, "an object")
+    ignore_eos = _get(body, "ignore_eos", (bool,), False, "true or false")  # gptedge's: exactly max_tokens
     settings = defaults.replace(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                                repetition_penalty=penalty, seed=seed, stop=tuple(stops), ignore_eos=False)
+                                repetition_penalty=penalty, seed=seed, stop=tuple(stops), ignore_eos=ignore_eos)
     return CompletionRequest(
         prompts=prompts, settings=settings, stream=bool(_get(body, "stream", (bool,), False, "true or false")),
         logprobs=logprobs, echo=bool(_get(body, "echo", (bool,), False, "true or false")),

@@ -60,6 +60,20 @@ class FakeCache:
             self.tokens, self.positions = self.tokens[:, -offset:width], self.positions[:, -offset:width]
         self.width = width + offset
 
+    def resize(self, batch: int) -> None:
+        """As the real caches' ``resize``: keep the first ``batch`` rows, or add empty ones."""
+        rows = self.tokens.shape[0]
+        if batch < rows:
+            self.tokens, self.positions = self.tokens[:batch], self.positions[:batch]
+        elif batch > rows:
+            extra = np.zeros((batch - rows, self.tokens.shape[1]), np.int64)
+            self.tokens = np.concatenate([self.tokens, extra])
+            self.positions = np.concatenate([self.positions, extra])
+
+    def copy_row(self, src: int, dst: int, width: int) -> None:
+        for a in (self.tokens, self.positions):
+            a[dst, :width] = a[src, :width]
+
     def remask(self) -> None:
         pass
 
