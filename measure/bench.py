@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from gptedge import atomic
 from gptedge.errors import UserError
 from gptedge.measure import pytorch, tables
 from gptedge.measure.machine import current_rss_mb, describe, peak_rss_mb
@@ -116,10 +115,6 @@ def measure(
     return figures
 
 
-def _median(fig: Any) -> float:
-    return fig["median"] if isinstance(fig, dict) else fig
-
-
 def run_bench(args: argparse.Namespace) -> int:
     from gptedge.runtime import contract, providers
 
@@ -162,11 +157,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "results": results,
         "pytorch": baseline,
     }
-    out = Path(args.out)
-    atomic.write_text(out / "bench.json", json.dumps(report, indent=2) + "\n")
-    print(format_table(report))
-    chart = write_chart(report, out / "bench.png")
-    print(f"wrote {out / 'bench.json'}" + (f" and {chart}" if chart else ""))
+    tables.write_report(Path(args.out), "bench", report, format_table(report), write_chart)
     return 0
 
 
@@ -177,15 +168,15 @@ def format_table(report: dict[str, Any]) -> str:
     if report["pytorch"]:
         entries.append(("pytorch eager", report["pytorch"]))
     for label, r in entries:
-        short_speed, long_speed = (_median(p["decode_tokens_per_s"]) for p in r["past"])
+        short_speed, long_speed = (tables.median(p["decode_tokens_per_s"]) for p in r["past"])
         rows.append((
             label,
-            f"{_median(r['ttft_ms']):.1f}",
-            f"{_median(r['decode_tokens_per_s']):.1f}",
+            f"{tables.median(r['ttft_ms']):.1f}",
+            f"{tables.median(r['decode_tokens_per_s']):.1f}",
             f"{short_speed:.1f}",
             f"{long_speed:.1f}",
             f"{short_speed / long_speed:.2f}x",
-            f"{_median(r['overhead_ms_per_token']):.3f}" if "overhead_ms_per_token" in r else "-",
+            f"{tables.median(r['overhead_ms_per_token']):.3f}" if "overhead_ms_per_token" in r else "-",
             f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "-",
             f"{r['size_mb']:.1f}" if "size_mb" in r else "-",
         ))
@@ -193,8 +184,8 @@ def format_table(report: dict[str, Any]) -> str:
     torch = report["pytorch"]
     if torch:
         for r in report["results"]:
-            ratios = [_median(r["decode_tokens_per_s"]) / torch["decode_tokens_per_s"]] + [
-                _median(a["decode_tokens_per_s"]) / b["decode_tokens_per_s"] for a, b in zip(r["past"], torch["past"])
+            ratios = [tables.median(r["decode_tokens_per_s"]) / torch["decode_tokens_per_s"]] + [
+                tables.median(a["decode_tokens_per_s"]) / b["decode_tokens_per_s"] for a, b in zip(r["past"], torch["past"])
             ]
             lines.append(
                 f"{r['variant']} on {r['provider']} vs PyTorch eager: decode {ratios[0]:.2f}x, "
@@ -215,7 +206,7 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     width = 0.38
     for k, offset in ((0, -width / 2), (1, width / 2)):
         figures = [r["past"][k]["decode_tokens_per_s"] for _, r in entries]
-        values = [_median(f) for f in figures]
+        values = [tables.median(f) for f in figures]
         spread = [[v - f["min"] if isinstance(f, dict) else 0 for v, f in zip(values, figures)],
                   [f["max"] - v if isinstance(f, dict) else 0 for v, f in zip(values, figures)]]
         past = entries[0][1]["past"][k]["past"]

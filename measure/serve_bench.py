@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from gptedge import atomic
 from gptedge.measure import tables
 from gptedge.measure.machine import describe
 from gptedge.measure.pytorch import subprocess_json
@@ -160,16 +159,8 @@ def run_serve_bench(args: argparse.Namespace, variants: list[str], manifest: Any
     report = {"bundle": str(args.bundle), "machine": describe(), "threads": args.threads,
               "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "results": results}
-    out = Path(args.out)
-    atomic.write_text(out / "bench_serve.json", json.dumps(report, indent=2) + "\n")
-    print(format_table(report))
-    chart = write_chart(report, out / "bench_serve.png")
-    print(f"wrote {out / 'bench_serve.json'}" + (f" and {chart}" if chart else ""))
+    tables.write_report(Path(args.out), "bench_serve", report, format_table(report), write_chart)
     return 0
-
-
-def _median(figure: Any) -> float:
-    return figure["median"] if isinstance(figure, dict) else figure
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -181,7 +172,7 @@ def format_table(report: dict[str, Any]) -> str:
             rows.append((result["variant"], str(r["clients"]), f"{r['aggregate_tokens_per_s']:.0f}",
                          f"{r['scaling']:.2f}", f"{r['client_tokens_per_s']:.0f}", f"{r['ttft_ms_p50']:.1f}",
                          f"{r['ttft_ms_p95']:.1f}", str(len(r["errors"]))))
-        alone = _median(result["in_process"]["decode_tokens_per_s"])
+        alone = tables.median(result["in_process"]["decode_tokens_per_s"])
         one = result["rounds"][0]["client_tokens_per_s"]
         lines.append(f"{result['variant']}: one client through the server {one:.0f} tok/s, in-process "
                      f"{alone:.0f} tok/s ({one / alone:.2f}x)")

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from gptedge import atomic
+
+
+def median(figure: Any) -> float:
+    """A figure kept as {"median", "min", "max"} (several runs) or as a plain number."""
+    return figure["median"] if isinstance(figure, dict) else figure
+
+
+def write_report(out: Path, name: str, report: dict, table: str, chart: Callable[[dict, Path], Path | None]) -> None:
+    """OUT/name.json, the table on stdout, OUT/name.png (when matplotlib is there), and where they went."""
+    import json
+
+    atomic.write_text(out / f"{name}.json", json.dumps(report, indent=2) + "\n")
+    print(table)
+    png = chart(report, out / f"{name}.png")
+    print(f"wrote {out / f'{name}.json'}" + (f" and {png}" if png else ""))
 
 
 def text_table(rows: Sequence[Sequence[str]]) -> str:

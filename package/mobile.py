@@ -70,7 +70,7 @@ def plan(source: Source) -> Plan:
     folder.makers[OPERATORS_FILE] = _operators
     sources = {name: source.file(source.manifest.variants[name].file) for name in folder.variants}
     folder.makers[REPORT_FILE] = lambda path: path.write_text(usability_report(sources), encoding="utf-8")
-    folder.notes.append(f"onnxruntime needed per file: " + ", ".join(
+    folder.notes.append("onnxruntime needed per file: " + ", ".join(
         f"{v.file} >= {v.min_onnxruntime}" for v in folder.variants.values()))
     first = next(iter(folder.variants.values())).file
     return Plan("mobile", TITLE, [folder], usage=USAGE.replace("FILE", first))
