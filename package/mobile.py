@@ -20,12 +20,13 @@ import io
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import onnx
 
 
 from gptedge import logs
-from gptedge.package import hf
+from gptedge.package import hf, older
 from gptedge.package.folder import Folder, Plan, Source
 from gptedge.runtime import contract
 
@@ -35,6 +36,7 @@ REPORT_FILE = "mobile_usability.md"
 # The converter writes ORT format version 6 (``ORT_FORMAT``), which onnxruntime reads from 1.16 on
 # (its maintainers, onnxruntime issue 20670); a variant's operators usually need a newer one.
 ORT_FORMAT, ORT_FORMAT_FLOOR = "6", "1.16"
+ONNXRUNTIME = "1.24"  # what the phone packages ship, the oldest first (onnxruntime-react-native 1.24)
 # what the usability checker covers: (provider, checker function, CoreML operator list or None)
 PROVIDERS = (("NNAPI", "nnapi", None), ("CoreML NeuralNetwork", "coreml", "coreml_supported_neuralnetwork_ops.md"),
              ("CoreML MLProgram", "coreml", "coreml_supported_mlprogram_ops.md"))
@@ -55,16 +57,22 @@ def plan(source: Source) -> Plan:
         if v.data_file:
             folder.notes.append(f"{name} left out: the ORT format holds no external data (weights over 2 GB)")
             continue
-        if _has_4bit_tensors(source.file(v.file)):
-            folder.variants[name] = v
-            folder.links.update(hf.bundle_links(source, v))
+        graph, needs, rewrite = source.file(v.file), v.min_onnxruntime, False
+        if not older.runs_on(needs, ONNXRUNTIME) and (older_needs := older.older_form(graph, ONNXRUNTIME)):
+            needs, rewrite = older_needs, True
+            folder.notes.append(older.note(name, needs))
+        if _has_4bit_tensors(graph):
+            folder.variants[name] = dataclasses.replace(v, min_onnxruntime=needs)
+            if rewrite:
+                folder.makers[v.file] = lambda path, graph=graph: older.write_older_form(graph, path)
+            else:
+                folder.links[v.file] = graph
             folder.notes.append(f"{name} kept as .onnx: the ORT format has no 4-bit tensor type (onnxruntime "
                                 "refuses such a file); the full mobile packages load .onnx, a reduced build cannot")
             continue
-        file = ort_name(v.file)
-        needs = max(v.min_onnxruntime, ORT_FORMAT_FLOOR, key=contract.version_tuple)
-        folder.variants[name] = dataclasses.replace(v, file=file, min_onnxruntime=needs)
-        folder.makers[file] = _converter(source.file(v.file))
+        needs = max(needs, ORT_FORMAT_FLOOR, key=contract.version_tuple)
+        folder.variants[name] = dataclasses.replace(v, file=ort_name(v.file), min_onnxruntime=needs)
+        folder.makers[ort_name(v.file)] = _converter(graph, rewrite)
     if not folder.variants:
         return Plan("mobile", TITLE, [], notes=folder.notes)
     folder.makers[OPERATORS_FILE] = _operators
@@ -85,17 +93,23 @@ def _has_4bit_tensors(onnx_file: Path) -> bool:
     return any(t.data_type in four_bit for t in graph.initializer)
 
 
-def _converter(onnx_file: Path):
+def _converter(onnx_file: Path, rewrite: bool) -> Callable[[Path], None]:
     def convert(path: Path) -> None:
         """onnxruntime's converter, as its documentation runs it for phones (ARM target, fixed
-        optimizations), into a scratch folder; its ``.ort`` file is then moved into place."""
+        optimizations), into a scratch folder (from the rewritten graph, with ``rewrite``); its
+        ``.ort`` file is then moved into place."""
         from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
         with tempfile.TemporaryDirectory(dir=path.parent) as scratch, contextlib.redirect_stdout(io.StringIO()), \
                 logs.quiet("ort_format_model.utils"):
-            convert_onnx_models_to_ort(onnx_file, output_dir=Path(scratch), target_platform="arm",
+            graph = Path(scratch) / onnx_file.name
+            if rewrite:
+                older.write_older_form(onnx_file, graph)
+            else:
+                graph.symlink_to(onnx_file.resolve())
+            convert_onnx_models_to_ort(graph, output_dir=Path(scratch) / "out", target_platform="arm",
                                        optimization_styles=[OptimizationStyle.Fixed])
-            shutil.move(Path(scratch) / Path(onnx_file.name).with_suffix(".ort").name, path)
+            shutil.move(Path(scratch) / "out" / graph.with_suffix(".ort").name, path)
 
     return convert
 

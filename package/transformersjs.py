@@ -12,16 +12,9 @@ newer one is made in the form those run (the optimized graph without GroupQueryA
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Callable
 
-import onnx
-
-from gptedge.export import compat
-from gptedge.export.shared_cache import without_query_seqlens
-from gptedge.package import hf
+from gptedge.package import hf, older
 from gptedge.package.folder import Folder, Plan, Source, json_text
-from gptedge.runtime import contract
 
 TITLE = "transformers.js (Node and browsers)"
 ONNXRUNTIME = "1.30"  # what transformers.js 4.x runs in Node (onnxruntime-node); browsers have 1.31
@@ -51,40 +44,24 @@ def plan(source: Source) -> Plan:
             folder.notes.append(f"{name} left out: its weights are in an external data file (over 2 GB), "
                                 "which this package does not lay out for transformers.js yet")
             continue
-        made = _for_older_onnxruntime(source, v)
-        if made is None and contract.version_tuple(v.min_onnxruntime) > contract.version_tuple(ONNXRUNTIME):
+        graph = source.file(v.file)
+        if older.runs_on(v.min_onnxruntime, ONNXRUNTIME):
+            folder.variants[name] = dataclasses.replace(v, file=file)
+            folder.links[file] = graph
+        elif needs := older.older_form(graph, ONNXRUNTIME):
+            folder.variants[name] = dataclasses.replace(v, file=file, min_onnxruntime=needs)
+            folder.makers[file] = lambda path, graph=graph: older.write_older_form(graph, path)
+            folder.notes.append(older.note(name, needs))
+        else:
             folder.notes.append(f"{name} left out: it needs onnxruntime >= {v.min_onnxruntime}, transformers.js "
                                 f"runs {ONNXRUNTIME}")
             continue
         taken[file] = name
-        if made is None:
-            folder.variants[name] = dataclasses.replace(v, file=file)
-            folder.links[file] = source.file(v.file)
-        else:
-            folder.variants[name] = dataclasses.replace(v, file=file, min_onnxruntime=made[0])
-            folder.makers[file] = made[1]
-            folder.notes.append(f"{name}: GroupQueryAttention's 17th input dropped so that onnxruntime "
-                                f"{made[0]}+ runs it (same logits at batch 1)")
     if not folder.variants:
         return Plan("transformersjs", TITLE, [], notes=folder.notes)
     dtypes = [DTYPES[v.precision][0] for v in folder.variants.values()]
     usage = USAGE.replace("DTYPES", ", ".join(f"`{d}`" for d in dtypes)).replace("DTYPE", dtypes[0])
     return Plan("transformersjs", TITLE, [folder], usage=usage)
-
-
-def _for_older_onnxruntime(source: Source, v: contract.Variant) -> tuple[str, Callable[[Path], None]] | None:
-    """(oldest onnxruntime, maker) for a variant that only needs GroupQueryAttention's last input
-    dropped to run on transformers.js's onnxruntime; None for one that runs as it is, or cannot."""
-    if contract.version_tuple(v.min_onnxruntime) <= contract.version_tuple(ONNXRUNTIME):
-        return None
-    needs = compat.oldest_onnxruntime(without_query_seqlens(onnx.load(str(source.file(v.file)))))
-    if contract.version_tuple(needs) > contract.version_tuple(ONNXRUNTIME):
-        return None
-
-    def make(path: Path) -> None:  # loaded again here, so that no graph waits in memory to be written
-        onnx.save_model(without_query_seqlens(onnx.load(str(source.file(v.file)))), str(path))
-
-    return needs, make
 
 
 USAGE = """```javascript
