@@ -74,6 +74,14 @@ def test_mobile_keeps_4bit_token_tables_as_onnx(all_packages):
     assert "int4 kept as .onnx" in (all_packages / "exported" / package_folder.NOTES_FILE).read_text()
 
 
+def test_mobile_files_run_on_the_phone_packages_onnxruntime(all_packages):
+    """The optimized graph needs onnxruntime 1.32; phones ship older ones: its .ort file is made
+    from the graph without GroupQueryAttention's 17th input (checked above to give the same tokens)."""
+    for layout in ("exported", "optimized"):
+        for v in contract.read_bundle(all_packages / layout / "mobile").variants.values():
+            assert contract.version_tuple(v.min_onnxruntime) <= contract.version_tuple(mobile.ONNXRUNTIME)
+
+
 def test_mobile_side_files(all_packages):
     folder = all_packages / "optimized" / "mobile"
     ops = (folder / mobile.OPERATORS_FILE).read_text()
