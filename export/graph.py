@@ -51,9 +51,10 @@ class FlatGPT(nn.Module):
     (key, value) pairs. This adapter only regroups, so the traced computation is ``GPT.forward``.
     """
 
-    def __init__(self, gpt: GPT) -> None:
+    def __init__(self, gpt: GPT, inside: bool = False) -> None:
         super().__init__()
         self.gpt = gpt
+        self.inside = inside  # also return what ``GPT.look_inside`` sees (``contract.inspection_outputs``)
 
     def forward(
         self,
@@ -63,10 +64,16 @@ class FlatGPT(nn.Module):
         *past_key_values: torch.Tensor,  # 2 * n_layer of (B, nh, P, hs): key, value, key, value, ...
     ) -> tuple[torch.Tensor, ...]:
         past = list(zip(past_key_values[0::2], past_key_values[1::2]))
-        logits, presents = self.gpt(
+        if not self.inside:
+            logits, presents = self.gpt(
+                input_ids, position_ids=position_ids, attention_mask=attention_mask, past_key_values=past
+            )
+            return (logits, *(t for kv in presents for t in kv))  # logits (B, T, V), presents (B, nh, P + T, hs)
+        logits, presents, inside = self.gpt.look_inside(
             input_ids, position_ids=position_ids, attention_mask=attention_mask, past_key_values=past
         )
-        return (logits, *(t for kv in presents for t in kv))  # logits (B, T, V), presents (B, nh, P + T, hs)
+        return (logits, *(t for kv in presents for t in kv), *inside.attentions, *inside.hidden_states,
+                inside.lens_logits)
 
 
 def model_shape(gpt: GPT) -> contract.ModelShape:
@@ -98,13 +105,15 @@ def dynamic_shapes(n_layer: int) -> dict[str, object]:
     }
 
 
-def trace(gpt: GPT) -> onnx.ModelProto:
-    """Export ``gpt`` to an in-memory ONNX model whose IO is exactly the contract's."""
+def trace(gpt: GPT, inside: bool = False) -> onnx.ModelProto:
+    """Export ``gpt`` to an in-memory ONNX model whose IO is exactly the contract's; ``inside``
+    adds ``contract.inspection_outputs`` (the inspection variant)."""
     shape = model_shape(gpt)
     if shape.context_length < SAMPLE_PAST + SAMPLE_SEQUENCE:
         raise UserError(f"context_length {shape.context_length} is too short to export: "
                         f"use a model with at least {SAMPLE_PAST + SAMPLE_SEQUENCE} positions")
-    flat = FlatGPT(gpt).eval()
+    flat = FlatGPT(gpt, inside).eval()
+    outputs = contract.graph_outputs(shape) + (contract.inspection_outputs(shape) if inside else [])
     with warnings.catch_warnings(), logs.quiet("torch.onnx._internal.exporter._registration"):
         # The exporter warns that two of our axes share one name: that is the point of naming them.
         warnings.filterwarnings("ignore", message=".*shares the same shape constraints.*")
@@ -116,19 +125,19 @@ def trace(gpt: GPT) -> onnx.ModelProto:
             dynamic_shapes=dynamic_shapes(shape.n_layer),
             opset_version=OPSET,
             input_names=[s.name for s in contract.graph_inputs(shape)],
-            output_names=[s.name for s in contract.graph_outputs(shape)],
+            output_names=[s.name for s in outputs],
             verbose=False,
         )
     model = program.model_proto
-    apply_contract(model, shape)
+    apply_contract(model, contract.graph_inputs(shape), outputs)
     strip_metadata(model)
     return model
 
 
-def apply_contract(model: onnx.ModelProto, shape: contract.ModelShape) -> None:
+def apply_contract(model: onnx.ModelProto, inputs: list[contract.TensorSpec], outputs: list[contract.TensorSpec]) -> None:
     """Give every graph input and output the contract's symbolic dimension names, checking that
     names, element types and fixed sizes already agree (a mismatch is a bug in the trace)."""
-    io = ((model.graph.input, contract.graph_inputs(shape)), (model.graph.output, contract.graph_outputs(shape)))
+    io = ((model.graph.input, inputs), (model.graph.output, outputs))
     for values, specs in io:
         if [v.name for v in values] != [s.name for s in specs]:
             raise RuntimeError(f"traced graph IO {[v.name for v in values]} differs from the contract")

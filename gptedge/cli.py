@@ -30,6 +30,7 @@ STAGE_CLIS = (
     "gptedge.package.cli",
     "gptedge.runtime.cli",
     "gptedge.serve.cli",
+    "gptedge.inside.cli",
     "gptedge.measure.cli",
     "gptedge.demo.cli",
     "gptedge.pipeline",

@@ -51,7 +51,8 @@ def pyplot(required: bool = True) -> Any:
 def save_png(fig: Any, path: Path) -> Path:
     """Write the figure atomically and free it."""
     plt = pyplot()
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure made with its own layout (constrained) keeps it
+        fig.tight_layout()
     with atomic.temporary_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)

@@ -30,6 +30,8 @@ _EXPORTS = {
     "token_probabilities": "gptedge.runtime.next_token",
     "token_logprobs": "gptedge.runtime.next_token",
     "StreamDecoder": "gptedge.runtime.text",
+    # looking inside the model (the inspection variant)
+    "Inspection": "gptedge.runtime.inspection",
     "token_bytes": "gptedge.runtime.text",
     # running a variant's graph step by step (export's parity checks, quantize, eval)
     "Decoder": "gptedge.runtime.decoder",

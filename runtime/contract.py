@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 from gptedge import atomic, schema
 from gptedge.errors import UserError
-from gptedge.runtime.records import EvalSettings, ParityFigures, Provenance, VariantMetrics
+from gptedge.runtime.records import EvalSettings, InspectionParity, ParityFigures, Provenance, VariantMetrics
 from gptedge.runtime.settings import GenerationSettings
 
 FORMAT_VERSION = 2
@@ -122,6 +122,28 @@ def graph_outputs(
     return specs
 
 
+def attentions_name(layer: int) -> str:
+    return f"attentions.{layer}"
+
+
+def hidden_states_name(index: int) -> str:
+    return f"hidden_states.{index}"
+
+
+LENS_LOGITS = "lens_logits"
+
+
+def inspection_outputs(shape: ModelShape) -> list[TensorSpec]:
+    """What an inspection variant returns beyond ``graph_outputs``: each layer's attention
+    probabilities, the residual stream after the embeddings and after each layer, and the logit
+    lens (the final LayerNorm and the head on each layer's stream) at the last position."""
+    specs = [TensorSpec(attentions_name(i), "float32", (BATCH, shape.n_head, SEQUENCE, TOTAL_SEQUENCE))
+             for i in range(shape.n_layer)]
+    specs += [TensorSpec(hidden_states_name(i), "float32", (BATCH, SEQUENCE, shape.n_embd))
+              for i in range(shape.n_layer + 1)]
+    return specs + [TensorSpec(LENS_LOGITS, "float32", (BATCH, shape.n_layer, shape.vocab_size))]
+
+
 # ---------------------------------------------------------------------------------------------
 # Files and variants
 
@@ -180,6 +202,9 @@ class Variant:
     data_file: str | None = None
     data_size_bytes: int = 0
     data_sha256: str = ""
+    # Set for an inspection variant (``inspection_outputs`` too; ``gptedge inspect --make``):
+    # its check at creation. Never picked by "auto".
+    inspection: InspectionParity | None = None
 
     def problems(self) -> Iterator[tuple[str, str]]:
         yield from schema.file_name(self, "file", "data_file")

@@ -19,7 +19,7 @@ import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 
 import numpy as np
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
@@ -38,6 +38,9 @@ Prompt = Union[str, Sequence[int]]
 # What onnxruntime raises for a graph it cannot load (bad protobuf, unknown op or input count, ...).
 _ORT_ERRORS = (_ort_state.Fail, _ort_state.InvalidArgument, _ort_state.InvalidGraph, _ort_state.InvalidProtobuf,
                _ort_state.NoSuchFile, _ort_state.NotImplemented, _ort_state.RuntimeException)
+if TYPE_CHECKING:
+    from gptedge.runtime.inspection import Inspection
+
 # Sessions in use, so that loading a variant again shares its weights. Weak: a session is freed
 # with the last Model that uses it, so a long process (a server, ``gptedge build``) does not keep
 # every variant it ever opened.
@@ -184,6 +187,14 @@ class Model:
             pass
         results = [row.result(started) for row in rows]
         return results[0] if single else results
+
+    def inspect(self, text: str | Sequence[int], k: int = 5) -> "Inspection":
+        """What happens inside the model for ``text``: attention per layer and head, the residual
+        stream, each layer's top-k next-token guesses (needs the inspection variant; see
+        ``runtime.inspection``)."""
+        from gptedge.runtime.inspection import inspect
+
+        return inspect(self, text, k)
 
     def stream(self, prompt: Prompt, settings: GenerationSettings | None = None, **overrides: Any) -> "TextStream":
         """Iterate over text pieces as they are generated; ``.result`` holds the full result after.

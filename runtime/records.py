@@ -79,6 +79,20 @@ class ParityFigures:
 
 
 @dataclass
+class InspectionParity:
+    """The inspection variant's check when it is made: its extra outputs against the PyTorch
+    model's internals (``GPT.look_inside``), its logits against the fp32 variant's."""
+
+    max_attention_diff: float
+    max_hidden_diff: float
+    max_lens_diff: float
+    max_logit_diff_vs_fp32: float
+    tolerance: float
+    batch: int
+    left_padding: int
+
+
+@dataclass
 class FusedParity:
     """``gptedge optimize``'s check of the fused graph against the original."""
 

@@ -37,7 +37,7 @@ def imports_cleanly(names: list[str], blocked: tuple[str, ...] = HEAVY,
 
 
 def test_every_runtime_module_imports_on_a_device():
-    names = modules("runtime", "gptedge.runtime") + modules("serve", "gptedge.serve") + [
+    names = modules("runtime", "gptedge.runtime") + modules("serve", "gptedge.serve") + modules("inside", "gptedge.inside") + [
         "gptedge", "gptedge.cli", "gptedge.schema", "gptedge.atomic"]
     assert len(names) > 10  # the glob found the package
     imports_cleanly(names)

@@ -8,6 +8,7 @@ nh heads, hs head size, C = nh * hs embedding size, V vocabulary.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -29,8 +30,11 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        self, x: torch.Tensor, mask: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None,
+        weights: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """With ``weights``, attention is computed step by step and its probabilities returned,
+        (B, nh, T, P + T): the same arithmetic as the fused kernel, for looking inside the model."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -40,11 +44,16 @@ class CausalSelfAttention(nn.Module):
             k = torch.cat([past[0], k], dim=2)  # (B, nh, P + T, hs)
             v = torch.cat([past[1], v], dim=2)
         # The mask is explicit (never is_causal=True): with a past, the causal diagonal is offset by P.
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, nh, T, hs)
+        att = None
+        if weights:  # softmax(q k^T / sqrt(hs) + mask): how much each query pours from each value
+            att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1]) + mask, dim=-1)  # (B, nh, T, P + T)
+            y = att @ v
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y)), (k, v)
+        return self.resid_dropout(self.c_proj(y)), (k, v), att
 
 
 class MLP(nn.Module):
@@ -67,11 +76,11 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, mask, past):
-        a, present = self.attn(self.ln_1(x), mask, past)
+    def forward(self, x, mask, past, weights: bool = False):
+        a, present, att = self.attn(self.ln_1(x), mask, past, weights)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
-        return x, present
+        return x, present, att
 
 
 def attention_bias(attention_mask: torch.Tensor, past_length: int | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -130,6 +139,20 @@ class GPT(nn.Module):
         """input_ids (B, T); attention_mask (B, P + T) with 1 for real tokens, 0 for padding;
         position_ids (B, T); past_key_values per layer (key, value) each (B, nh, P, hs).
         Returns logits (B, T, V) and the present cache per layer, each (B, nh, P + T, hs)."""
+        logits, presents, _ = self._run(input_ids, position_ids, attention_mask, past_key_values, inside=False)
+        return logits, presents
+
+    def look_inside(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+    ) -> tuple[torch.Tensor, KVCache, "Internals"]:
+        """``forward``, and what happened inside it (``Internals``)."""
+        return self._run(input_ids, position_ids, attention_mask, past_key_values, inside=True)
+
+    def _run(self, input_ids, position_ids, attention_mask, past_key_values, inside: bool):
         B, T = input_ids.shape
         P = past_key_values[0][0].shape[2] if past_key_values else 0
         if attention_mask is None:
@@ -139,8 +162,27 @@ class GPT(nn.Module):
         x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
         mask = attention_bias(attention_mask, P, x.dtype)
         presents: KVCache = []
+        attentions, hidden_states = [], [x]
         for i, block in enumerate(self.h):
-            x, present = block(x, mask, past_key_values[i] if past_key_values else None)
+            x, present, att = block(x, mask, past_key_values[i] if past_key_values else None, weights=inside)
             presents.append(present)
+            attentions.append(att)
+            hidden_states.append(x)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
-        return logits, presents
+        if not inside:
+            return logits, presents, None
+        # The logit lens: the final LayerNorm and the head on each layer's residual stream, at the
+        # last position: what the model would predict if it stopped after that layer.
+        lens = torch.stack([self.lm_head(self.ln_f(h[:, -1])) for h in hidden_states[1:]], dim=1)  # (B, L, V)
+        return logits, presents, Internals(attentions, hidden_states, lens)
+
+
+@dataclass
+class Internals:
+    """What ``GPT.look_inside`` saw: per layer the attention probabilities (B, nh, T, P + T), the
+    residual stream (B, T, C) after the embeddings and after each block (L + 1 of them), and the
+    logit lens at the last position (B, L, V)."""
+
+    attentions: list[torch.Tensor]
+    hidden_states: list[torch.Tensor]
+    lens_logits: torch.Tensor
