@@ -110,6 +110,26 @@ def build_page(pool: ModelPool) -> gr.Blocks:
             with gr.Column(scale=3):
                 tokens = gr.HTML(label="Each generated token and the probability the model gave it",
                                  elem_id="answer-tokens")
+        gr.Markdown("### Look inside\nThe prompt and the answer through the model once more, showing what "
+                    "happens inside: who attends to whom in each layer and head, and how the guess for the next "
+                    "token forms layer by layer." + ("" if pool.inspection_variant else
+                    f" This bundle has no inspection variant yet: add it with `gptedge inspect --make "
+                    f"{pool.bundle_dir}`."))
+        shape = pool.manifest.model
+        with gr.Row():
+            look = gr.Button("Look inside", elem_id="look-inside", interactive=pool.inspection_variant is not None)
+            layer = gr.Dropdown(list(range(shape.n_layer)), value=0, label="Layer", elem_id="inspect-layer")
+            head = gr.Dropdown(list(range(shape.n_head)), value=0, label="Head", elem_id="inspect-head")
+            token = gr.Dropdown([], label="Token", info="whose attention the bars show", elem_id="inspect-token")
+        with gr.Row():
+            with gr.Column(scale=3):
+                gr.Markdown(views.ATTENTION_CAPTION)
+                heatmap = gr.Plot(label="Attention", elem_id="attention-map")
+            with gr.Column(scale=2):
+                gr.Markdown(views.LENS_CAPTION)
+                lens = gr.Dataframe(interactive=False, elem_id="lens-table")
+        gr.Markdown(views.POURS_CAPTION)
+        pours = gr.Plot(label="Where the chosen token looks", elem_id="attention-pours")
         gr.Markdown("### This bundle's variants\nSize from the manifest; held-out perplexity, agreement with "
                     "fp32's next token and greedy text, and speed from `gptedge eval` (blank until it has run).")
         gr.Dataframe(value=rows, headers=headers, interactive=False, elem_id="variants")
@@ -163,6 +183,35 @@ def build_page(pool: ModelPool) -> gr.Blocks:
             chosen = dict(zip(views.candidate_bars(candidates), candidates)).get(evt.value)
             return text + chosen.text if chosen is not None else gr.skip()
 
+        def inspected(text: Any, answer_text: Any) -> Any:
+            text = check_prompt(text)
+            if answer_text is not None and not isinstance(answer_text, str):
+                raise UserError(f"the answer must be text, not {type(answer_text).__name__}")
+            return pool.look_inside(text + (answer_text or ""))
+
+        def run_look(text: Any, answer_text: Any, layer_value: Any, head_value: Any) -> tuple:
+            try:
+                seen = inspected(text, answer_text)
+                L = page_number(layer_value, "layer", 0, shape.n_layer - 1)
+                H = page_number(head_value, "head", 0, shape.n_head - 1)
+                last = len(seen.tokens) - 1
+                headers, rows = views.lens_rows(seen)
+                return (gr.update(choices=views.token_choices(seen), value=last), views.attention_figure(seen, int(L), int(H)),
+                        views.pours_figure(seen, int(L), last), gr.update(value=rows, headers=headers))
+            except UserError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+
+        def run_pick(text: Any, answer_text: Any, layer_value: Any, head_value: Any, token_value: Any) -> tuple:
+            try:
+                seen = inspected(text, answer_text)
+                L = int(page_number(layer_value, "layer", 0, shape.n_layer - 1))
+                H = int(page_number(head_value, "head", 0, shape.n_head - 1))
+                last = len(seen.tokens) - 1
+                chosen = last if token_value is None else int(page_number(token_value, "token", 0, last))
+                return views.attention_figure(seen, L, H), views.pours_figure(seen, L, chosen)
+            except UserError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+
         # One queue for everything that runs the model, so CONCURRENCY bounds them together.
         inputs, outputs = [prompt, *choice, *knobs], [answer, stats, bars, tokens]
         raw = dict(concurrency_id="model", preprocess=False)  # values reach the handlers as sent: see `checked`
@@ -172,6 +221,9 @@ def build_page(pool: ModelPool) -> gr.Blocks:
         bars.select(pick_word, [prompt, *choice], prompt, api_name=False, **raw).then(
             run_next_word, [prompt, *choice], bars, api_name=False, **raw)
         stop.click(lambda: "stopped", None, stats, cancels=[clicked, submitted], queue=False, api_name=False)
+        look.click(run_look, [prompt, answer, layer, head], [token, heatmap, pours, lens], api_name="look_inside", **raw)
+        for widget in (layer, head, token):
+            widget.input(run_pick, [prompt, answer, layer, head, token], [heatmap, pours], api_name=False, **raw)
     return page
 
 

@@ -9,6 +9,7 @@ No gradio here: the page (``app.py``) calls these and only formats what they ret
 
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import threading
@@ -87,7 +88,8 @@ class ModelPool:
 
     @property
     def variants(self) -> list[str]:
-        return list(self.manifest.variants)
+        """The variants a visitor can generate with (the inspection variant serves Look inside)."""
+        return list(self.manifest.for_generation())
 
     @property
     def providers(self) -> list[str]:
@@ -102,6 +104,22 @@ class ModelPool:
                 if self._table is None:
                     self._table = token_bytes(model.tokenizer, self.manifest.model.vocab_size)
             return self._models[key]
+
+    @property
+    def inspection_variant(self) -> str | None:
+        """The variant that shows what happens inside the model (``gptedge inspect --make``), if any."""
+        return next((n for n, v in self.manifest.variants.items() if v.inspection is not None), None)
+
+    def look_inside(self, text: str) -> gptedge.runtime.Inspection:
+        """The inspection variant's view of ``text`` (its last context_length tokens)."""
+        name = self.inspection_variant
+        if name is None:
+            raise UserError(f"this bundle has no inspection variant: add it with gptedge inspect --make {self.bundle_dir}")
+        return self._inspections(text)
+
+    @functools.lru_cache(maxsize=8)  # the page asks again for each layer, head or token a reader picks
+    def _inspections(self, text: str) -> gptedge.runtime.Inspection:
+        return self.get(self.inspection_variant, "cpu").inspect(text, k=TOP_CANDIDATES)
 
     def prompt_ids(self, model: gptedge.runtime.Model, prompt: str) -> list[int]:
         """The prompt's tokens as generation sees them (an empty text starts a new document)."""

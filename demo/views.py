@@ -8,7 +8,9 @@ import html
 from pathlib import Path
 from typing import Any, Sequence
 
-from gptedge.runtime import Candidate, GenerationResult, contract
+from gptedge.inside import figures
+from gptedge.measure import tables
+from gptedge.runtime import Candidate, GenerationResult, Inspection, contract
 
 STOP_REASONS = {"eos": "end of text", "stop": "stop string", "length": "max new tokens"}
 
@@ -53,7 +55,7 @@ def variant_table(manifest: contract.Manifest) -> tuple[list[str], list[list[Any
     fp32 = manifest.variants.get("fp32")
     headers = ["variant", "precision", "size MB", "size vs fp32"] + [h for h, _, _ in METRIC_COLUMNS]
     rows = []
-    for name, v in manifest.variants.items():
+    for name, v in manifest.for_generation().items():
         size = v.total_bytes
         ratio = f"{size / fp32.total_bytes:.2f}×" if fp32 else ""
         values = [getattr(v.metrics, key) if v.metrics else None for _, key, _ in METRIC_COLUMNS]
@@ -101,3 +103,61 @@ def answer_html(prompt: str, tokens: Sequence[Any]) -> str:
         + "".join(spans)
         + "</div>"
     )
+
+
+# -- Look inside ------------------------------------------------------------------------------
+
+ATTENTION_CAPTION = (
+    "**Attention.** Each token asks a question (its *query*) and every token so far offers a label (its *key*); "
+    "their dot products, through a softmax, decide how much of each earlier token's *value* flows into this "
+    "token's mix. Row = the token doing the looking, column = the token looked at; each row sums to 1. The "
+    "blank triangle is the causal mask: no token can see the ones after it.")
+POURS_CAPTION = (
+    "**Where one token looks.** For the chosen token, the earlier tokens it takes the most from in each head of "
+    "this layer: one head may track the previous word, another the start of the sentence.")
+LENS_CAPTION = (
+    "**Each layer's guess.** The final LayerNorm and output head applied to the position's running sum after "
+    "each layer (the *logit lens*): what the model would predict if it stopped there. The last row is the "
+    "model's real answer, the same probabilities as the Next word bars.")
+
+
+def token_choices(seen: Inspection) -> list[tuple[str, int]]:
+    """The tokens a reader can pick (the ones the heatmap shows), labelled with their position."""
+    first, labels, _ = figures.shown(seen)
+    return [(f"{first + i}: {label}", first + i) for i, label in enumerate(labels)]
+
+
+def attention_figure(seen: Inspection, layer: int, head: int) -> Any:
+    plt = tables.pyplot()
+    first, labels, note = figures.shown(seen)
+    size = max(4.0, 0.22 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size), layout="constrained")
+    image = figures.heatmap(ax, seen.attentions[layer, head, first:, first:], labels,
+                            f"layer {layer}, head {head}{note}")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return fig
+
+
+def pours_figure(seen: Inspection, layer: int, token: int, top: int = 5) -> Any:
+    """One small bar chart per head: the earlier tokens ``token`` attends to most."""
+    plt = tables.pyplot()
+    heads = seen.attentions.shape[1]
+    fig, axes = plt.subplots(1, heads, figsize=(2.6 * heads, 2.6), squeeze=False, layout="constrained")
+    for head, ax in enumerate(axes[0]):
+        weights = seen.attentions[layer, head, token, : token + 1]
+        order = weights.argsort()[::-1][:top]
+        ax.barh([f"{i}: {figures.label(seen.tokens[i])}" for i in order][::-1], weights[order][::-1], color="#2563eb")
+        ax.set_xlim(0, 1)
+        ax.set_title(f"head {head}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"what {figures.label(seen.tokens[token])!r} (token {token}) takes from, layer {layer}", fontsize=10)
+    return fig
+
+
+def lens_rows(seen: Inspection) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): per layer its top guesses for the next token, with probabilities."""
+    k = len(seen.lens[0])
+    headers = ["after layer", *(f"#{i + 1}" for i in range(k))]
+    rows = [[str(layer), *(f"{visible(c.text)} {percent(c.probability)}" for c in guesses)]
+            for layer, guesses in enumerate(seen.lens)]
+    return headers, rows

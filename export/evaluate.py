@@ -160,10 +160,10 @@ def _evaluate(
     runs = _runtime_figures(bundle_dir, manifest, provider, threads, prompts, n_new, quiet)
     entries = {
         name: {"precision": v.precision, "file": v.file, "sha256": v.sha256, "size_bytes": v.total_bytes}
-        for name, v in manifest.variants.items()
+        for name, v in manifest.for_generation().items()
     }
     engines: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        name: _onnx_logits(bundle_dir / v.file, manifest, options) for name, v in manifest.variants.items()
+        name: _onnx_logits(bundle_dir / v.file, manifest, options) for name, v in manifest.for_generation().items()
     }
     if checkpoint_dir:
         pytorch = _PyTorch(Path(checkpoint_dir), info)
@@ -241,7 +241,7 @@ def _runtime_figures(
 
     figures: dict[str, dict[str, Any]] = {}
     models = {}
-    for name in manifest.variants:
+    for name in manifest.for_generation():
         try:
             _, chosen = providers.choose(manifest, name, provider)
         except UserError as e:  # e.g. fp16 on a machine with no GPU provider

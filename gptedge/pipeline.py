@@ -180,10 +180,25 @@ def run_quantize(b: Build) -> None:
     quantize_bundle(b.bundle, _missing_cpu_variants(b), quiet=b.quiet)
 
 
+def inspect_done(b: Build) -> str | None:
+    from gptedge.runtime import contract
+
+    manifest = contract.read_manifest(b.bundle)
+    if len(manifest.for_generation()) < len(manifest.variants):
+        return "the bundle has its inspection variant (for Look inside)"
+    return None
+
+
+def run_inspect(b: Build) -> None:
+    from gptedge.export.inspection import make_inspection_variant
+
+    make_inspection_variant(b.bundle, b.checkpoint, quiet=b.quiet)
+
+
 def eval_done(b: Build) -> str | None:
     from gptedge.runtime import contract
 
-    variants = contract.read_manifest(b.bundle).variants
+    variants = contract.read_manifest(b.bundle).for_generation()
     if all(v.metrics is not None for v in variants.values()) and _eval_report(b).is_file():
         return "every variant has its figures"
     return None
@@ -204,6 +219,7 @@ STAGES = [
     Stage("export", export_done, run_export),
     Stage("optimize", optimize_done, run_optimize),
     Stage("quantize", quantize_done, run_quantize),
+    Stage("inspect", inspect_done, run_inspect),
     Stage("eval", eval_done, run_eval),
 ]
 
@@ -307,7 +323,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "build",
         help="from a corpus to a tested, quantized, measured bundle in one command",
         description="Train a tokenizer and a GPT on CORPUS, export it to ONNX (checked against PyTorch), "
-        "optimize it, add int8 and int4 variants and measure them all. Stages whose output is already "
+        "optimize it, add int8 and int4 variants and the inspection variant (Look inside), and measure them all. Stages whose output is already "
         "there are skipped, so running it again continues an interrupted build. Then: gptedge demo.",
     )
     p.add_argument("corpus", nargs="?", metavar="CORPUS",

@@ -37,7 +37,11 @@ def heatmap(ax, weights: np.ndarray, labels: list[str], title: str) -> object:
     """One head's (T, T) attention on ``ax``; the masked future left blank."""
     T = weights.shape[0]
     future = np.triu(np.ones((T, T), dtype=bool), k=1)
-    image = ax.imshow(np.ma.masked_where(future, weights), cmap="viridis", vmin=0.0, vmax=1.0)
+    from matplotlib.colors import PowerNorm
+
+    # A square-root colour scale over the full 0..1: over a long text most weights are small, and
+    # a linear scale would show them all as the same dark.
+    image = ax.imshow(np.ma.masked_where(future, weights), cmap="viridis", norm=PowerNorm(0.5, vmin=0.0, vmax=1.0))
     ax.set_xticks(range(T), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(T), labels, fontsize=7)
     ax.set_xlabel("key: the token poured from")

@@ -267,6 +267,10 @@ class Manifest:
         if self.format_version != FORMAT_VERSION:
             yield "format_version", f"must be {FORMAT_VERSION} once read"
 
+    def for_generation(self) -> dict[str, "Variant"]:
+        """The variants that generate text: all but the inspection variant (which only looks inside)."""
+        return {name: v for name, v in self.variants.items() if v.inspection is None}
+
     def records(self) -> Provenance:
         """The provenance, where a stage adds its record: every exported bundle has one."""
         if self.provenance is None:

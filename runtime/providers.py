@@ -112,7 +112,7 @@ def choose(manifest: contract.Manifest, variant: str, provider: str) -> tuple[st
         candidates = [PROVIDERS[n] for n in AUTO_ORDER if n in have]
     for p in candidates:
         names = [variant] if variant != "auto" else [n for n in _preference(manifest, p)
-                                                     if manifest.variants[n].inspection is None]
+                                                     if n in manifest.for_generation()]
         for name in (n for n in names if n in runnable):
             if suits(manifest.variants[name], p):
                 return name, p

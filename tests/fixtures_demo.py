@@ -131,12 +131,14 @@ def stop_server(server: DemoServer) -> int:
 
 
 @pytest.fixture(scope="session")
-def demo_bundle(tmp_path_factory, optimized_bundle) -> Path:
+def demo_bundle(tmp_path_factory, optimized_bundle, export_checkpoint) -> Path:
+    from gptedge.export.inspection import make_inspection_variant
     from gptedge.export.quantize import quantize_bundle
 
     bundle = tmp_path_factory.mktemp("demo") / "bundle"
     shutil.copytree(optimized_bundle, bundle)
     quantize_bundle(bundle, ["int8"], quiet=True)
+    make_inspection_variant(bundle, export_checkpoint, quiet=True)  # the page's Look inside
     return bundle
 
 

@@ -1,11 +1,12 @@
 """The demo page in a real browser: headless Chromium (Debian's ``chromium`` package at
 /usr/bin/chromium) driven by Playwright. It types a prompt, clicks Generate, waits for the streamed
-answer and the stats line, checks that user mistakes show as messages, saves a screenshot, picks a
-next word by clicking its bar, and records every request the page makes: none may leave this
-machine.
+answer and the stats line, checks that user mistakes show as messages, saves a screenshot, looks
+inside the model (attention map, a token's pours, each layer's guesses; another layer chosen),
+saves a screenshot of that too, picks a next word by clicking its bar, and records every request
+the page makes: none may leave this machine.
 
-The screenshot goes to a temporary folder. The README's docs/demo.png is made by the same test on
-the bundle ``gptedge build`` makes:
+The screenshots go to a temporary folder. The README's docs/demo.png and docs/look-inside.png are
+made by the same test on the bundle ``gptedge build`` makes:
 
     GPTEDGE_DEMO_BUNDLE=runs/tiny/bundle GPTEDGE_SCREENSHOT=docs/demo.png pytest tests/test_browser.py
 """
@@ -65,6 +66,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_page_in_a_real_browser(server, tmp_path):
     screenshot = Path(os.environ.get("GPTEDGE_SCREENSHOT") or tmp_path / "demo.png")
+    inside = screenshot.with_name("look-inside.png")
     requests: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -115,6 +117,23 @@ def test_page_in_a_real_browser(server, tmp_path):
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
 
+            # Look inside the prompt and the answer: the attention map, where a token looks, each
+            # layer's guesses; then another layer, chosen in its dropdown.
+            page.locator("#look-inside").click()
+            page.locator("#attention-map img").first.wait_for(timeout=60_000)
+            page.locator("#attention-pours img").first.wait_for(timeout=60_000)
+            page.wait_for_function("document.querySelector('#lens-table').innerText.includes('after layer')",
+                                   timeout=30_000)
+            first_map = page.locator("#attention-map img").first.get_attribute("src")
+            page.locator("#inspect-layer input").click()
+            page.get_by_role("option", name="1", exact=True).click()
+            page.wait_for_function(
+                "([src]) => { const img = document.querySelector('#attention-map img'); return img && img.src !== src; }",
+                arg=[first_map], timeout=30_000)
+            inside.parent.mkdir(parents=True, exist_ok=True)
+            page.locator("#look-inside").scroll_into_view_if_needed()
+            page.screenshot(path=str(inside), full_page=True)
+
             # Clicking a candidate appends it to the prompt (generation by hand).
             page.locator("#next-word-bars .confidence-set").first.click()
             page.wait_for_function(f"document.querySelector('#prompt textarea').value.length > {len(EXAMPLE)}",
@@ -124,6 +143,7 @@ def test_page_in_a_real_browser(server, tmp_path):
             browser.close()
     width, height = png_size(screenshot)
     assert width == 1280 and height > 900
+    assert png_size(inside)[0] == 1280
     outside = [u for u in requests
                if urlsplit(u).scheme not in ("data", "blob") and urlsplit(u).hostname not in LOCAL_HOSTS]
     assert requests and not outside, outside

@@ -42,15 +42,16 @@ def test_build_makes_a_measured_bundle_with_every_variant(built):
     assert b.ran == [s.name for s in STAGES] and b.skipped == []
     assert b.bundle == out / "bundle" and b.checkpoint == out / "checkpoint"
     manifest = contract.read_bundle(b.bundle)  # every file matches its hash
-    assert {"fp32", "int8", "int4"} <= set(manifest.variants)
+    assert {"fp32", "int8", "int4", "inspect"} <= set(manifest.variants)
+    assert manifest.variants["inspect"].inspection is not None  # the page's Look inside
     assert json.loads((b.checkpoint / "config.json").read_text())["step"] == STEPS
     assert manifest.provenance.optimized.sha256 == manifest.variants["fp32"].sha256
-    for name, variant in manifest.variants.items():  # the eval harness's figures, for the demo's table
+    for name, variant in manifest.for_generation().items():  # the eval harness's figures, for the demo's table
         assert variant.metrics.perplexity > 1 and variant.metrics.decode_tokens_per_s > 0, name
     assert {"eval.json", "eval.md", "eval.png"} <= {p.name for p in (b.bundle / "eval").iterdir()}
     headers, rows = variant_table(manifest)  # what the demo page's table shows
     perplexity = headers.index("perplexity")
-    assert [r[0] for r in rows] == list(manifest.variants)
+    assert [r[0] for r in rows] == list(manifest.for_generation())
     for row in rows:
         assert float(row[perplexity]) == pytest.approx(manifest.variants[row[0]].metrics.perplexity, abs=0.01)
 
