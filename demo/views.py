@@ -118,7 +118,8 @@ POURS_CAPTION = (
 LENS_CAPTION = (
     "**Each layer's guess.** The final LayerNorm and output head applied to the position's running sum after "
     "each layer (the *logit lens*): what the model would predict if it stopped there. The last row is the "
-    "model's real answer, the same probabilities as the Next word bars.")
+    "model's real prediction for the token after this text (with the answer cleared, exactly the Next word "
+    "bars).")
 
 
 def token_choices(seen: Inspection) -> list[tuple[str, int]]:
