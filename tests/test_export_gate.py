@@ -49,11 +49,11 @@ class OffsetBlindAttention(CausalSelfAttention):
     """The classic cache bug: a causal mask aligned top-left (what is_causal=True does), blind to
     the past offset and to padding. Right for a prefill without padding, wrong with a cache."""
 
-    def forward(self, x, mask, past):
+    def forward(self, x, mask, past, weights=False):
         T = x.shape[1]
         P = past[0].shape[2] if past is not None else 0
         ones = torch.ones(1, P + T, dtype=torch.long, device=x.device)
-        return super().forward(x, attention_bias(ones, 0, x.dtype)[:, :, :T, :], past)
+        return super().forward(x, attention_bias(ones, 0, x.dtype)[:, :, :T, :], past, weights)
 
 
 def break_attention(model):
