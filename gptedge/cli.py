@@ -31,6 +31,7 @@ STAGE_CLIS = (
     "gptedge.runtime.cli",
     "gptedge.serve.cli",
     "gptedge.inside.cli",
+    "gptedge.web.cli",
     "gptedge.measure.cli",
     "gptedge.demo.cli",
     "gptedge.pipeline",
