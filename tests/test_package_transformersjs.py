@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_checks import client_missing
+
 # The bundles come through request.getfixturevalue (so that a skip comes before building them), which
 # conftest's automatic marking does not see: these tests train, export and quantize, so they are slow.
 pytestmark = pytest.mark.slow
@@ -50,12 +52,9 @@ def _require_node() -> str:
     node = shutil.which("node")
     missing = ("`node` is not on PATH" if node is None else
                None if LIBRARY.is_file() else "tests/node/node_modules is missing")
-    if missing is None:
-        return node
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-        pytest.fail(f"{missing}: CI must run the transformers.js tests; install Node 20+ and run "
-                    f"`npm ci --prefix tests/node` before pytest")
-    pytest.skip(f"{missing} (install Node 20+ and run `npm ci --prefix tests/node` to run the transformers.js tests)")
+    if missing is not None:
+        client_missing(missing, "install Node 20+ and run `npm ci --prefix tests/node`")
+    return node
 
 
 def _package_and_run(request, tmp_path_factory, bundle_fixture: str) -> tuple[Path, Path, dict[str, dict]]:

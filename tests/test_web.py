@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import gptedge.runtime
-from cli_checks import one_line_error
+from cli_checks import client_missing, one_line_error
 from gptedge.cli import main
 from gptedge.runtime import contract
 from gptedge.web import site
@@ -41,9 +41,7 @@ def web_bundle(tmp_path_factory, optimized_bundle) -> Path:
     if os.environ.get("GPTEDGE_WEB_BUNDLE"):
         return Path(os.environ["GPTEDGE_WEB_BUNDLE"])
     if not site.ORT_DIST.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"onnxruntime-web is not installed: run npm ci --prefix {site.JS_DIR}")
-        pytest.skip(f"onnxruntime-web is not installed: npm ci --prefix {site.JS_DIR}")
+        client_missing("onnxruntime-web is not installed", f"run npm ci --prefix {site.JS_DIR}")
     from gptedge.export.quantize import quantize_bundle
 
     bundle = tmp_path_factory.mktemp("web") / "bundle"

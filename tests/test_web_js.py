@@ -14,8 +14,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 from tokenizers import Tokenizer
+
+from cli_checks import client_missing
 
 WEB_JS = Path(__file__).parent.parent / "web" / "js"
 
@@ -47,12 +48,9 @@ def _require_node() -> str:
     node = shutil.which("node")
     missing = ("`node` is not on PATH" if node is None else
                None if (WEB_JS / "node_modules" / "onnxruntime-web").is_dir() else "web/js/node_modules is missing")
-    if missing is None:
-        return node
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-        pytest.fail(f"{missing}: CI must run the page's JavaScript tests; install Node 20+ and run "
-                    f"`npm ci --prefix web/js` before pytest")
-    pytest.skip(f"{missing} (install Node 20+ and run `npm ci --prefix web/js` to run the page's JavaScript tests)")
+    if missing is not None:
+        client_missing(missing, "install Node 20+ and run `npm ci --prefix web/js`")
+    return node
 
 
 def test_web_js(tokenizer_file, tmp_path):
