@@ -80,6 +80,9 @@ def make(bundle: Path, checkpoint: str | None, quiet: bool) -> None:
 
     if checkpoint is None:  # the run folder's checkpoint, as gptedge build lays it out
         checkpoint = str(bundle.parent / paths.CHECKPOINT_DIR)
+        if not (Path(checkpoint) / paths.CHECKPOINT_FILE).is_file():
+            raise UserError(f"no checkpoint beside {bundle} (looked in {checkpoint}): pass --checkpoint DIR, "
+                            "the checkpoint the bundle was exported from")
     result = make_inspection_variant(bundle, paths.resolve_checkpoint(checkpoint), quiet=quiet)
     f = result.variant.inspection
     print(f"added {result.variant.file} to {bundle}: attention within {f.max_attention_diff:.1e} of PyTorch's, "

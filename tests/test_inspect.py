@@ -97,6 +97,7 @@ def test_bad_input(inspected, tiny_bundle, tmp_path, capsys):
     assert "--layer 99 is out of range" in one_line_error(
         capsys, ["inspect", str(inspected), "x", "--layer", "99", "--out", str(tmp_path)])
     assert "give the TEXT" in one_line_error(capsys, ["inspect", str(inspected)])
+    assert "pass --checkpoint DIR" in one_line_error(capsys, ["inspect", str(tiny_bundle), "--make"])
     with pytest.raises(UserError, match="no inspection outputs"):
         gptedge.runtime.load(inspected, variant="fp32").inspect("x")
     assert list(tmp_path.iterdir()) == []
