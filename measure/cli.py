@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also run N short generations and report resident memory before and after")
     b.add_argument("--serve", action="store_true", help="instead: gptedge serve under concurrent streaming clients "
                    "(aggregate tokens/s, time to first token p50/p95), written to OUT/bench_serve.json and .png")
+    b.add_argument("--genai", action="store_true", help="instead: gptedge's runtime and onnxruntime-genai's C++ loop "
+                   "on the same graph (each variant packaged for genai), rounds taking turns; OUT/bench_genai.json "
+                   "and .png")
     b.add_argument("--clients", type=whole_number(1), nargs="+", metavar="N",
                    help="with --serve: concurrent clients per round (default 1 4 16 32)")
     b.add_argument("--out", default="bench", metavar="DIR", help="folder for bench.json and bench.png (default ./bench)")
@@ -44,21 +47,32 @@ def run_bench(args: argparse.Namespace) -> int:
 
     paths.output_folder(args.out, "--out")
     args.bundle = paths.resolve_bundle(args.bundle)
-    if args.serve:
-        return _serve_bench(args)
+    if args.serve or args.genai:
+        return _side_bench(args)
     if args.checkpoint:
         args.checkpoint = paths.resolve_checkpoint(args.checkpoint)
     return bench(args)
 
 
-def _serve_bench(args: argparse.Namespace) -> int:
+def _side_bench(args: argparse.Namespace) -> int:
+    """--serve or --genai: gptedge against another way of running the same bundle."""
     from gptedge.errors import UserError
-    from gptedge.measure.serve_bench import run_serve_bench
     from gptedge.runtime import contract
 
+    if args.serve and args.genai:
+        raise UserError("--serve and --genai are two benchmarks: run one at a time")
+
     manifest = contract.read_manifest(args.bundle)
-    variants = args.variants or [n for n, v in manifest.variants.items() if "cpu" in v.providers]
+    variants = args.variants or [n for n, v in manifest.for_generation().items() if "cpu" in v.providers]
     unknown = [v for v in variants if v not in manifest.variants]
     if unknown:
         raise UserError(f"bundle has no variant {unknown[0]!r}: available are {', '.join(manifest.variants)}")
+    if args.genai:
+        from gptedge.arguments import require
+        from gptedge.measure.genai_bench import run_genai_bench
+
+        require("onnxruntime_genai", "dev")
+        return run_genai_bench(args, variants, manifest)
+    from gptedge.measure.serve_bench import run_serve_bench
+
     return run_serve_bench(args, variants, manifest)

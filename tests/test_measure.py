@@ -53,3 +53,21 @@ def test_the_bench_worker_needs_no_torch():
     script = BLOCK_HEAVY + "import gptedge.measure.bench, gptedge.measure.machine, gptedge.measure.tables\n"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_bench_against_onnxruntime_genai_on_the_same_graph(quantized_bundle, tmp_path, capsys):
+    """``--genai``: both engines measured on each variant's one graph file, with same-round ratios."""
+    import pytest
+
+    pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is in the dev extra")
+    out = tmp_path / "genai"
+    assert main(["bench", str(quantized_bundle), "--genai", "--variants", "int4", "fp32", "--threads", "1",
+                 "--repeat", "1", "--prompt-tokens", "8", "--new-tokens", "8", "--out", str(out)]) == 0
+    report = json.loads((out / "bench_genai.json").read_text())
+    assert [r["variant"] for r in report["results"]] == ["int4", "fp32"]
+    for r in report["results"]:
+        for key in ("decode_tokens_per_s", "ttft_ms", "peak_rss_mb"):
+            assert r[key]["gptedge"] > 0 and r[key]["genai"] > 0
+        assert r["decode_ratio_same_round"] > 0 and r["genai_version"]
+    assert (out / "bench_genai.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "gptedge/genai" in capsys.readouterr().out
