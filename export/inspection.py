@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from gptedge import atomic
@@ -30,6 +29,7 @@ from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.heldout import Split, heldout_text
 from gptedge.export.writing import Transaction, graph_file_fields
 from gptedge.runtime import Decoder, contract, left_pad, read_tokenizer, records
+from gptedge.runtime.inspection import outputs
 from gptedge.train.checkpoint import load_checkpoint
 
 VARIANT, FILE = "inspect", "model.inspect.onnx"
@@ -71,10 +71,9 @@ def make_inspection_variant(bundle_dir: str | Path, checkpoint_dir: str | Path, 
 def check(path: Path, manifest: contract.Manifest, bundle: Path, model: torch.nn.Module,
           tokens: np.ndarray) -> records.InspectionParity:
     """Run the new graph and PyTorch on a left-padded batch; fail if any figure differs."""
-    shape = manifest.model
     rows = [tokens[: SAMPLE_LENGTHS[0]].tolist(), tokens[SAMPLE_LENGTHS[0] : sum(SAMPLE_LENGTHS)].tolist()]
     ids, mask, positions = left_pad(rows, manifest.pad_token_id)
-    ours = run(path, shape, ids, mask, positions)
+    ours = outputs(Decoder(path, manifest), ids, mask, positions)
     with torch.no_grad():
         logits, _, inside = model.eval().look_inside(torch.from_numpy(ids), torch.from_numpy(positions),
                                                      torch.from_numpy(mask))
@@ -99,14 +98,3 @@ def check(path: Path, manifest: contract.Manifest, bundle: Path, model: torch.nn
             raise UserError(f"the inspection graph's {name} is {getattr(figures, name):.2e}, over {limit:.2e}: "
                             "this is a bug, please report it")
     return figures
-
-
-def run(path: Path, shape: contract.ModelShape, ids: np.ndarray, mask: np.ndarray,
-        positions: np.ndarray) -> dict[str, np.ndarray]:
-    """Every output of the inspection graph for a prompt batch (no past), by name."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    empty = np.zeros((ids.shape[0], shape.n_head, 0, shape.head_dim), np.float32)
-    feed = {contract.INPUT_IDS: ids, contract.ATTENTION_MASK: mask, contract.POSITION_IDS: positions,
-            **{name: empty for i in range(shape.n_layer) for name in contract.past_names(i)}}
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feed)))

@@ -19,9 +19,10 @@ from gptedge.runtime import contract
 TITLE = "Hugging Face optimum (ORTModelForCausalLM)"
 
 
-def special_token(source: Source, token_id: int) -> str:
-    """The text of a special token, as the tokenizer spells it (``<|endoftext|>``)."""
-    return Tokenizer.from_file(str(source.tokenizer)).id_to_token(token_id)
+def special_tokens(source: Source) -> tuple[str, str]:
+    """The end-of-text and padding tokens' texts, as the tokenizer spells them (``<|endoftext|>``)."""
+    tokenizer = Tokenizer.from_file(str(source.tokenizer))
+    return tuple(tokenizer.id_to_token(i) for i in (source.manifest.eos_token_id, source.manifest.pad_token_id))
 
 
 def config(source: Source, extra: dict | None = None) -> dict:
@@ -67,8 +68,7 @@ def generation_config(source: Source) -> dict:
 
 def tokenizer_files(source: Source) -> dict[str, str]:
     """``tokenizer_config.json`` and ``special_tokens_map.json`` beside ``tokenizer.json``."""
-    eos = special_token(source, source.manifest.eos_token_id)
-    pad = special_token(source, source.manifest.pad_token_id)
+    eos, pad = special_tokens(source)
     specials = {"bos_token": eos, "eos_token": eos, "unk_token": eos, "pad_token": pad}
     config = {
         "tokenizer_class": "GPT2Tokenizer",

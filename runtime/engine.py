@@ -92,10 +92,9 @@ class Job:
 
     def result(self) -> tuple[GenerationResult, str]:
         """Wait for the end; (result, finish reason)."""
-        for event in self:
-            if event.result is not None:
-                return event.result, event.finish_reason
-        raise AssertionError("unreachable")
+        for event in self:  # the last event carries the result
+            pass
+        return event.result, event.finish_reason
 
     def take(self, token: int, eos_id: int) -> Event:
         """Record the chosen token; return its event (with the result if the row is done)."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from gptedge.errors import UserError
 from gptedge.runtime import contract
+from gptedge.runtime.decoder import Decoder
 from gptedge.runtime.next_token import Candidate, log_softmax, top_tokens
 
 if TYPE_CHECKING:
@@ -53,7 +54,9 @@ def inspect(model: "Model", text: str | Sequence[int], k: int = 5) -> Inspection
         raise UserError("the text is empty: give at least one token to look at")
     C = model.context_length
     cut, ids = max(0, len(ids) - C), ids[-C:]
-    out = _run(model, ids)
+    T = len(ids)
+    out = outputs(model.decoder, np.asarray([ids], np.int64), np.ones((1, T), np.int64),
+                  np.arange(T, dtype=np.int64)[None, :])
     L = model.manifest.model.n_layer
     logp = log_softmax(out[contract.LENS_LOGITS][0].astype(np.float64))  # (L, V)
     decode = lambda t: model.tokenizer.decode([t], skip_special_tokens=False)  # noqa: E731
@@ -69,14 +72,12 @@ def inspect(model: "Model", text: str | Sequence[int], k: int = 5) -> Inspection
     )
 
 
-def _run(model: "Model", ids: list[int]) -> dict[str, np.ndarray]:
-    """Every output of the inspection graph for one sequence from position 0 (no past), by name."""
-    d = model.decoder
-    shape = model.manifest.model
-    T = len(ids)
-    empty = np.zeros((1, shape.n_head, 0, shape.head_dim), d.cache_dtype)
-    feed = {contract.INPUT_IDS: np.asarray([ids], np.int64), contract.ATTENTION_MASK: np.ones((1, T), np.int64),
-            contract.POSITION_IDS: np.arange(T, dtype=np.int64)[None, :],
-            **{name: empty for name in d.past_names}}
-    names = [o.name for o in d.session.get_outputs()]
-    return dict(zip(names, d.session.run(names, feed)))
+def outputs(decoder: Decoder, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output of an inspection graph, by name, for a (left-padded) batch with no past:
+    ids and positions (B, T), mask (B, T)."""
+    shape = decoder.shape
+    empty = np.zeros((ids.shape[0], shape.n_head, 0, shape.head_dim), decoder.cache_dtype)
+    feed = {contract.INPUT_IDS: ids, contract.ATTENTION_MASK: mask, contract.POSITION_IDS: positions,
+            **{name: empty for name in decoder.past_names}}
+    names = [o.name for o in decoder.session.get_outputs()]
+    return dict(zip(names, decoder.session.run(names, feed)))
