@@ -7,10 +7,12 @@ layout's cache, which owns its run step; callers never look inside, so both layo
 (``contract.CACHE_LAYOUTS``) look the same from outside:
 
 - ``ConcatCache`` (the exported graph): the presents come back and are fed as the next past.
-- ``SharedCache`` (``gptedge optimize``'s GroupQueryAttention graph): one (B, nh, C, hs) buffer
+- ``SharedCache`` (``gptedge optimize``'s GroupQueryAttention graph): one (B, nh, S, hs) buffer
   per key and value, bound as both past and present once, written in place by onnxruntime; no
-  cache is allocated, copied or freed per token. The binding lives in the cache, so threads that
-  share a decoder but not a cache do not interfere.
+  cache is allocated, copied or freed per token. S, the capacity, is what the caller will use (a
+  request's prompt + new tokens), at most the context C: memory follows the request, not the
+  model. The binding lives in the cache, so threads that share a decoder but not a cache do not
+  interfere.
 
 Only the logits come back to the host, because sampling runs in numpy.
 """
@@ -56,8 +58,8 @@ class ConcatCache(HostRows):
     next past; cheaper than binding every input and output by name each step). On a device, IO
     binding with the presents allocated there, so the cache never travels to the host."""
 
-    def __init__(self, decoder: "Decoder", batch: int) -> None:
-        self.decoder = decoder
+    def __init__(self, decoder: "Decoder", batch: int, capacity: int) -> None:
+        self.decoder = decoder  # the presents grow as needed: ``capacity`` is not used
         shape = (batch, decoder.shape.n_head, 0, decoder.shape.head_dim)  # (B, nh, 0, hs): a zero-length past
         self.values: list[np.ndarray | ort.OrtValue] = [np.zeros(shape, decoder.cache_dtype) for _ in decoder.past_names]
 
@@ -125,15 +127,16 @@ class SharedCache(HostRows):
     decode step's inputs and logits, bound once too.
 
     A decode step (T = 1) then only writes numbers into numpy arrays that onnxruntime already
-    reads: its token and position, and a 1 in the (B, C) attention mask (the zeros after the
+    reads: its token and position, and a 1 in the (B, S) attention mask (the zeros after the
     slots in use do not count); binding a new tensor per step would cost more than the rest of
     the Python loop. A decode step's logits are this cache's own buffer, valid until its next run."""
 
-    def __init__(self, decoder: "Decoder", batch: int) -> None:
+    def __init__(self, decoder: "Decoder", batch: int, capacity: int) -> None:
         self.decoder = decoder
         shape = decoder.shape
-        dims = (batch, shape.n_head, shape.context_length, shape.head_dim)  # (B, nh, C, hs)
-        if decoder.device == "cpu":  # numpy memory (np.zeros: pages are only touched when written)
+        self.capacity = capacity
+        dims = (batch, shape.n_head, capacity, shape.head_dim)  # (B, nh, S, hs)
+        if decoder.device == "cpu":  # numpy memory
             self.arrays: list[np.ndarray] | None = [np.zeros(dims, decoder.cache_dtype) for _ in decoder.past_names]
             self.device_values: list[ort.OrtValue] = []
         else:
@@ -146,7 +149,7 @@ class SharedCache(HostRows):
 
     def _bind(self, batch: int) -> None:
         """Bind the first ``batch`` rows of the buffers, and step inputs and logits of that size."""
-        d, C = self.decoder, self.decoder.shape.context_length
+        d, S = self.decoder, self.capacity
         self.batch = batch
         if self.arrays is not None:
             self.values = [ort.OrtValue.ortvalue_from_numpy(a[:batch]) for a in self.arrays]  # views, no copy
@@ -156,7 +159,7 @@ class SharedCache(HostRows):
         for past, present, value in zip(d.past_names, d.output_names[1:], self.values):
             self.binding.bind_ortvalue_input(past, value)
             self.binding.bind_ortvalue_output(present, value)
-        self.mask = np.zeros((batch, C), dtype=np.int64)  # (B, C), 1 up to the slots in use
+        self.mask = np.zeros((batch, S), dtype=np.int64)  # (B, S), 1 up to the slots in use
         self.width = 0  # slots marked in ``mask`` so far
         self.binding.bind_ortvalue_input(contract.ATTENTION_MASK, ort.OrtValue.ortvalue_from_numpy(self.mask))
         self.step_ids = np.zeros((batch, 1), dtype=np.int64)  # (B, 1)
@@ -176,7 +179,7 @@ class SharedCache(HostRows):
             self.remask()
 
     def move(self, offset: int, width: int) -> None:
-        """As ``ConcatCache.move``, within the C slots of the buffers."""
+        """As ``ConcatCache.move``, within the S slots of the buffers."""
         for a in self._arrays():
             if offset > 0:
                 a[:, :, offset : width + offset] = a[:, :, :width].copy()
@@ -187,7 +190,7 @@ class SharedCache(HostRows):
 
     def remask(self) -> None:
         """The caller changed earlier columns of the mask: copy it whole at the next run."""
-        self.width = self.decoder.shape.context_length
+        self.width = self.capacity
 
     def _arrays(self) -> list[np.ndarray]:
         if self.arrays is None:
@@ -196,8 +199,8 @@ class SharedCache(HostRows):
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         d = self.decoder
-        if attention_mask.shape[1] > d.shape.context_length:
-            raise ValueError(f"the cache holds {d.shape.context_length} positions, not {attention_mask.shape[1]}")
+        if attention_mask.shape[1] > self.capacity:
+            raise ValueError(f"the cache holds {self.capacity} positions, not {attention_mask.shape[1]}")
         self._set_mask(attention_mask)
         if input_ids.shape[1] == 1:  # a decode step: into the buffers bound once
             self._bind_step()
@@ -225,7 +228,7 @@ class SharedCache(HostRows):
             self.step_bound = True
 
     def _set_mask(self, attention_mask: np.ndarray) -> None:
-        """Copy the caller's (B, P + T) mask into the bound (B, C) one; slots after it stay 0."""
+        """Copy the caller's (B, P + T) mask into the bound (B, S) one; slots after it stay 0."""
         w = attention_mask.shape[1]
         if w == self.width + 1:  # the next decode step: one new slot (the rest is already there)
             self.mask[:, w - 1] = attention_mask[:, -1]
@@ -267,9 +270,14 @@ class Decoder:
         self.io_binding = io_binding or device != "cpu"  # the concat cache kept as OrtValues between steps
         self.run_seconds = 0.0  # wall time spent inside onnxruntime, for overhead figures
 
-    def empty_cache(self, batch: int) -> Cache:
-        """The first step's cache: a zero-length past, or for the shared layout fresh buffers of C slots."""
-        return CACHES[self.cache_layout](self, batch)
+    def empty_cache(self, batch: int, capacity: int | None = None) -> Cache:
+        """The first step's cache: a zero-length past, or for the shared layout fresh buffers of
+        ``capacity`` slots (the context C when not given): the most positions it will hold."""
+        C = self.shape.context_length
+        capacity = C if capacity is None else capacity
+        if not 1 <= capacity <= C:
+            raise ValueError(f"a cache holds 1 to {C} positions, not {capacity}")
+        return CACHES[self.cache_layout](self, batch, capacity)
 
     def host_cache(self, cache: Cache) -> list[np.ndarray]:
         """The cache as numpy arrays, in ``past_names`` order (to feed another session with it)."""

@@ -288,7 +288,7 @@ class Engine:
 
     def _prefill(self, job: Job) -> None:
         """The request's tokens through the model alone: its own cache and next token's logits."""
-        alone = Batch(self.decoder, [job.row], self.pad_id)
+        alone = Batch(self.decoder, [job.row], self.pad_id, 0)
         job.alone, job.logits = alone.cache, alone.logits[0].copy()
 
     def _place(self, job: Job) -> None:

@@ -140,14 +140,16 @@ class Batch:
     to C: both are built once here and sliced per step, with no numpy arithmetic in the loop.
     """
 
-    def __init__(self, decoder: Decoder, rows: list[Row], pad_id: int) -> None:
-        """Prefill: left-pad the rows' tokens into one (B, width) batch and run it through the model."""
+    def __init__(self, decoder: Decoder, rows: list[Row], pad_id: int, new_tokens: int) -> None:
+        """Prefill: left-pad the rows' tokens into one (B, width) batch and run it through the
+        model, into a cache with room for ``new_tokens`` more (the most any row will generate)."""
         self.decoder = decoder
         self.rows = rows
-        # (B, width) ids; (B, C) mask and positions, for every slot the cache will hold
-        ids, self.mask, self.positions = left_pad([r.tokens for r in rows], pad_id, decoder.shape.context_length)
+        C = decoder.shape.context_length
+        # (B, width) ids; (B, C) mask and positions, for every slot the cache can hold
+        ids, self.mask, self.positions = left_pad([r.tokens for r in rows], pad_id, C)
         B, width = ids.shape
-        cache: Cache = decoder.empty_cache(B)
+        cache: Cache = decoder.empty_cache(B, min(C, width + new_tokens))
         chunk = max(1, PREFILL_LOGITS // (B * decoder.shape.vocab_size))
         for start in range(0, width, chunk):
             end = min(width, start + chunk)
@@ -198,7 +200,7 @@ def run(
         settings.temperature, settings.top_k, settings.top_p, settings.repetition_penalty, settings.seed
     )
     index = {id(row): i for i, row in enumerate(rows)}
-    batch = Batch(decoder, rows, pad_id)
+    batch = Batch(decoder, rows, pad_id, settings.max_new_tokens)
     seen = seen_tokens(batch.rows, V) if sampler.needs_history else None
     remaining = len(rows)
     while True:
@@ -226,7 +228,7 @@ def run(
                 if len(row.tokens) > C:
                     row.tokens = window(row.tokens, C)
                     row.slides += 1
-            batch = Batch(decoder, live, pad_id)
+            batch = Batch(decoder, live, pad_id, settings.max_new_tokens - min(len(r.generated) for r in live))
             seen = seen_tokens(batch.rows, V) if seen is not None else None
         else:
             batch.step(tokens)

@@ -90,18 +90,20 @@ class FakeDecoder:
     def __post_init__(self) -> None:
         self.next_token = self.next_token or next_token_rule(self.shape.vocab_size)
 
-    def empty_cache(self, batch: int) -> FakeCache:
-        if self.cache_layout == "shared":
-            C = self.shape.context_length
-            return FakeCache(np.zeros((batch, C), np.int64), np.zeros((batch, C), np.int64), shared=True)
+    def empty_cache(self, batch: int, capacity: int | None = None) -> FakeCache:
+        if self.cache_layout == "shared":  # as the real one: room for ``capacity`` slots, at most C
+            S = self.shape.context_length if capacity is None else capacity
+            assert 1 <= S <= self.shape.context_length, f"capacity {S}"
+            return FakeCache(np.zeros((batch, S), np.int64), np.zeros((batch, S), np.int64), shared=True)
         return FakeCache(np.zeros((batch, 0), np.int64), np.zeros((batch, 0), np.int64))
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, cache: FakeCache):
         B, T = input_ids.shape
         P = cache.width
         assert attention_mask.shape == (B, P + T), f"mask {attention_mask.shape} for past {P} + {T} new"
-        if P + T > self.shape.context_length:
-            raise ValueError(f"the cache holds {self.shape.context_length} positions, not {P + T}")
+        room = cache.tokens.shape[1] if cache.shared else self.shape.context_length
+        if P + T > room:
+            raise ValueError(f"the cache holds {room} positions, not {P + T}")
         self.calls.append((B, T))
         if cache.shared:  # written in place, like onnxruntime into the bound buffers
             # GroupQueryAttention takes the slots in use from the row with the most 1s

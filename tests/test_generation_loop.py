@@ -128,3 +128,18 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_the_shared_cache_has_room_for_the_request_not_the_context():
+    """Memory follows the request: the buffers hold prompt + new tokens (the fake refuses a run
+    past them), up to the context, and a slide makes a cache for what is left to generate."""
+    model = fake_model("shared", context_length=64)
+    made = []
+    empty_cache = model.decoder.empty_cache
+    model.decoder.empty_cache = lambda batch, capacity=None: made.append(capacity) or empty_cache(batch, capacity)
+    model.generate([[1, 2, 3], [4, 5, 6, 7, 8]], max_new_tokens=10, temperature=0, ignore_eos=True)
+    assert made == [5 + 10]
+    made.clear()
+    r = model.generate([1] * 40, max_new_tokens=30, temperature=0, ignore_eos=True)
+    # 40 + 30 > 64; feeding the 25th token would need slot 64: 48 tokens kept, 5 left to generate
+    assert r.slides == 1 and made == [64, 48 + 5]
