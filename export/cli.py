@@ -101,7 +101,8 @@ def register_quantize(subparsers: argparse._SubParsersAction) -> None:
         "stays. The manifest lists it only once the new graph has loaded and run.\n\n"
         "precisions (--to):\n"
         "  int8         dynamic int8 matmuls, per-channel weights; for CPUs (7-bit weights on x86 without VNNI)\n"
-        "  int4         4-bit weight blocks of 32 (MatMulNBits), output head and token table at 8 bits; for CPUs\n"
+        "  int4         4-bit weight blocks of 32 (MatMulNBits), output head and token table at 4 bits\n"
+        "               (--head-bits 8: closer to fp32, larger); for CPUs\n"
         "  fp16         half precision with a float16 KV cache; for GPU providers (cuda, directml, webgpu)\n"
         "  int8-static  QDQ graph calibrated on held-out text; the format of NPU providers (qnn, nnapi)\n\n"
         "targets (--target), the precisions they add:\n"
@@ -115,6 +116,9 @@ def register_quantize(subparsers: argparse._SubParsersAction) -> None:
     which = q.add_mutually_exclusive_group(required=True)
     which.add_argument("--to", metavar="PRECISION", help="int8, int4, fp16 or int8-static")
     which.add_argument("--target", metavar="TARGET", help="cpu, gpu, mobile or npu: the precisions listed above")
+    q.add_argument("--head-bits", type=int, choices=(4, 8), default=None,
+                   help="int4 only: bits of the output head and the token table it shares (default: "
+                   "4, the smaller file; 8 keeps the logits closer to fp32)")
     q.add_argument("--text", metavar="FILE", help="calibration text for int8-static (default: the held-out "
                    "split of the default corpus)")
     q.add_argument("--force", action="store_true", help="replace a variant the bundle already has")
@@ -148,7 +152,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     from gptedge.export.quantize import precisions_for, quantize_bundle, report
 
     results = quantize_bundle(resolve_bundle(args.bundle), precisions_for(args.to, args.target), text_file=args.text,
-                              force=args.force, quiet=args.quiet)
+                              force=args.force, quiet=args.quiet, head_bits=args.head_bits)
     print(report(results))
     return 0
 

@@ -63,6 +63,22 @@ def variant_file(precision: str) -> str:
     return f"model.{precision}.onnx"
 
 
+def head_bits_for(precisions: Sequence[str], head_bits: int | None) -> int | None:
+    """The int4 output head's bits, checked: ``None`` takes the default (``quantize_int4.HEAD_BITS``);
+    a value is refused when it is not a choice or when no int4 variant is being made."""
+    if head_bits is None:
+        return None
+    from gptedge.export.quantize_int4 import HEAD_BITS_CHOICES
+
+    if not isinstance(head_bits, int) or head_bits not in HEAD_BITS_CHOICES:
+        raise UserError(f"--head-bits {head_bits!r} is not a choice: use "
+                        f"{' or '.join(str(b) for b in HEAD_BITS_CHOICES)}")
+    if "int4" not in precisions:
+        raise UserError(f"--head-bits sets the int4 variant's output head, and {', '.join(precisions)} has none: "
+                        f"leave it out, or quantize --to int4 (or --target cpu)")
+    return head_bits
+
+
 def precisions_for(to: str | None, target: str | None) -> list[str]:
     """The precisions to add for ``--to`` or ``--target`` (exactly one of them)."""
     if (to is None) == (target is None):
@@ -91,14 +107,18 @@ def quantize_bundle(
     text_file: str | Path | None = None,
     force: bool = False,
     quiet: bool = False,
+    head_bits: int | None = None,
 ) -> list[QuantizeResult]:
     """Add one variant per precision, each committed on its own; all checks run before any work.
+    ``head_bits`` (4 or 8, int4 only; default ``quantize_int4.HEAD_BITS``) is the precision of the
+    int4 variant's output head and the token table it shares.
     The bundle's lock is held throughout: a second quantize (or optimize, eval) waits, then adds
     its own variant to the manifest this one committed."""
     bundle_dir = Path(bundle_dir)
     for precision in precisions:
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    head_bits = head_bits_for(precisions, head_bits)
     if text_file is not None and "int8-static" not in precisions:
         raise UserError("--text is calibration text for int8-static; the other precisions need none: leave it out")
     with Transaction(bundle_dir, "quantize", steps=3 * len(precisions), quiet=quiet) as t:
@@ -110,7 +130,7 @@ def quantize_bundle(
                 )
         fp32_path = contract.verify_variant(bundle_dir, t.manifest, "fp32")
         tokens = calibration_tokens(bundle_dir, t.manifest, text_file) if "int8-static" in precisions else None
-        return [_add_variant(t, fp32_path, precision, tokens) for precision in precisions]
+        return [_add_variant(t, fp32_path, precision, tokens, head_bits) for precision in precisions]
 
 
 def calibration_tokens(bundle_dir: Path, manifest: contract.Manifest, text_file: str | Path | None) -> np.ndarray:
@@ -127,11 +147,13 @@ def calibration_tokens(bundle_dir: Path, manifest: contract.Manifest, text_file:
     return heldout_text(Split.of_bundle(manifest.provenance), tokenizer, text_file).tokens
 
 
-def _add_variant(t: Transaction, fp32_path: Path, precision: str, tokens: np.ndarray | None) -> QuantizeResult:
+def _add_variant(
+    t: Transaction, fp32_path: Path, precision: str, tokens: np.ndarray | None, head_bits: int | None = None
+) -> QuantizeResult:
     """Convert, check and commit one precision (the manifest then lists it; a later one may fail)."""
     manifest = t.manifest
     t.step(f"{precision}: convert")
-    model, settings = convert(precision, fp32_path, manifest, tokens)
+    model, settings = convert(precision, fp32_path, manifest, tokens, head_bits)
     meant_for = providers_for(precision, model, settings)
     needs = oldest_onnxruntime(model)
 
@@ -178,9 +200,11 @@ def _order(name: str) -> int:
 
 
 def convert(
-    precision: str, fp32_path: Path, manifest: contract.Manifest, tokens: np.ndarray | None
+    precision: str, fp32_path: Path, manifest: contract.Manifest, tokens: np.ndarray | None,
+    head_bits: int | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """The converted graph (in memory) and the settings that made it."""
+    """The converted graph (in memory) and the settings that made it (``head_bits``: int4's output
+    head, None for the default)."""
     model = onnx.load(str(fp32_path))  # with its external data, if any
     with _quiet_quantizers():
         if precision == "int8":
@@ -188,9 +212,9 @@ def convert(
 
             return quantize_int8(model)
         if precision == "int4":
-            from gptedge.export.quantize_int4 import quantize_int4
+            from gptedge.export.quantize_int4 import HEAD_BITS, quantize_int4
 
-            return quantize_int4(model)
+            return quantize_int4(model, HEAD_BITS if head_bits is None else head_bits)
         if precision == "fp16":
             from gptedge.export.quantize_fp16 import convert_fp16
 

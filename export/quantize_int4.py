@@ -7,9 +7,14 @@ products (measured clearly faster than level 0, which computes in fp32; see the 
 block-quantized too (``GatherBlockQuantized``), and the tied token matrix is stored once, as the
 output head's packed weights, which the embedding gathers rows from (see ``tied_embedding``).
 
-The output head is where 4 bits cost most quality: its errors land directly on the logits, and it
-is one matrix of V x C (``gptedge eval`` shows the figures). ``HEAD_BITS`` keeps it at 8 bits by
-default; the file still stays under a fifth of fp32 for our model shapes.
+The output head is where 4 bits cost most quality: its errors land directly on the logits. It is
+also the largest single matrix (V x C, stored once for the head and the embedding), and decode
+reads all of it every token, so at a GPT-2-sized vocabulary it is a large share of the file and of
+each step's memory traffic. ``HEAD_BITS`` stores it at 4 bits by default, as onnxruntime-genai
+does: measured with ``gptedge eval`` (figures in the README) the perplexity stays well within the
+int4 budget on our models, while the file shrinks by V x C / 2 bytes. ``head_bits=8``
+(``gptedge quantize --head-bits 8``) keeps the logits closer to fp32 (higher top-1 and greedy
+agreement) for that size.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from gptedge.export import tied_embedding
 
 BLOCK_SIZE = 32
 ACCURACY_LEVEL = 4
-HEAD_BITS = 8
+HEAD_BITS = 4
+HEAD_BITS_CHOICES = (4, 8)  # what GatherBlockQuantized reads back for the tied token table
 
 
 def _block_quantize(model: onnx.ModelProto, bits: int, op_types: tuple[str, ...], exclude: list[str]) -> onnx.ModelProto:
@@ -44,6 +50,8 @@ def _block_quantize(model: onnx.ModelProto, bits: int, op_types: tuple[str, ...]
 
 def quantize_int4(model: onnx.ModelProto, head_bits: int = HEAD_BITS) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The int4 graph (output head at ``head_bits``: 4 or 8) and the settings used; ``model`` is consumed."""
+    if head_bits not in HEAD_BITS_CHOICES:
+        raise ValueError(f"head_bits={head_bits!r}: the output head is stored at 4 or 8 bits")
     tied = tied_embedding.find(model)
     keep = []
     if tied is not None:

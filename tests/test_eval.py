@@ -24,7 +24,7 @@ from gptedge.runtime import contract
 
 BUDGETS = {  # variant: (perplexity increase in %, min top-1 agreement, max |logit difference|)
     "int8": (2.0, 0.97, 0.5),
-    "int4": (5.0, 0.93, 1.5),
+    "int4": (5.0, 0.88, 2.0),  # its output head is 4-bit too (the default --head-bits)
     "int8-static": (3.0, 0.93, 1.5),
     "fp16": (0.1, 0.995, 0.05),
 }
