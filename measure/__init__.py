@@ -4,6 +4,9 @@
   that imports only the runtime (``gptedge bench``);
 - ``pytorch``: the baseline, PyTorch eager with its KV cache, run in a process of its own so the
   two engines never share CPU threads;
+- ``genai_bench`` and ``genai_builder``: gptedge beside onnxruntime-genai, on the same graph
+  (``--genai``) and beside genai's own builder's model of the same size (``--genai-builder``,
+  in a venv of its own that runs ``genai_worker`` by path);
 - ``tables`` and ``machine``: the console tables, the charts and the description of the machine
   that ``gptedge bench`` and ``gptedge eval`` share.
 

@@ -47,6 +47,12 @@ def pasts(context_length: int) -> list[int]:
     return [min(SHORT_PAST, max(1, long // 2)), long]
 
 
+def token_counts(args: argparse.Namespace, context_length: int) -> tuple[int, int]:
+    """--prompt-tokens and --new-tokens, or the defaults (64 and 128) cut to fit the context."""
+    prompt_tokens = args.prompt_tokens or min(64, context_length // 4)
+    return prompt_tokens, args.new_tokens or min(128, context_length - prompt_tokens)
+
+
 def _spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -83,6 +89,7 @@ def measure(
 
     run(prompt_tokens, 8)  # warm-up: thread pool, allocator arena, kernel choice
     runs = [run(prompt_tokens, new_tokens) for _ in range(repeat)]
+    request_peak = peak_rss_mb()  # loading, the warm-up and these runs: what genai's worker measures too
     past = []
     for p in pasts(C):
         speeds = [run(p, PAST_STEPS + 1).tokens_per_s for _ in range(repeat)]
@@ -103,6 +110,7 @@ def measure(
         "overhead_ms_per_token": _spread([1000 * r.overhead_s_per_token for r in runs]),
         "past": past,
         "size_mb": entry.total_bytes / 1e6,
+        "request_peak_rss_mb": request_peak,
     }
     if soak:  # memory must not grow with use: many short generations, resident memory along the way
         rss = [current_rss_mb()]
@@ -135,8 +143,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.checkpoint and importlib.util.find_spec("torch") is None:
         raise UserError("--checkpoint needs PyTorch for the baseline: pip install 'gptedge[train]'")
     C = manifest.model.context_length
-    prompt_tokens = args.prompt_tokens or min(64, C // 4)
-    new_tokens = args.new_tokens or min(128, C - prompt_tokens)
+    prompt_tokens, new_tokens = token_counts(args, C)
     common = ["--prompt-tokens", str(prompt_tokens), "--new-tokens", str(new_tokens),
               "--repeat", str(args.repeat)]
     results = []

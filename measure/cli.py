@@ -7,6 +7,7 @@ import argparse
 
 from gptedge import paths
 from gptedge.arguments import BUNDLE_HELP, whole_number
+from gptedge.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--genai", action="store_true", help="instead: gptedge's runtime and onnxruntime-genai's C++ loop "
                    "on the same graph (each variant packaged for genai), rounds taking turns; OUT/bench_genai.json "
                    "and .png")
+    b.add_argument("--genai-builder", action="store_true", help="instead: each int4/int8/fp32 variant beside the model "
+                   "onnxruntime-genai's own builder makes of a random-weight Llama of the same size, rounds taking "
+                   "turns; OUT/bench_genai_builder.json and .png. The builder and genai run in --genai-venv, made "
+                   "when absent (pip install of measure/genai_requirements.txt: downloads, minutes)")
+    b.add_argument("--genai-venv", metavar="DIR", help="with --genai-builder: the side virtual environment and its "
+                   "cache of built models (default ./.venv-genai)")
     b.add_argument("--clients", type=whole_number(1), nargs="+", metavar="N",
                    help="with --serve: concurrent clients per round (default 1 4 16 32)")
     b.add_argument("--out", default="bench", metavar="DIR", help="folder for bench.json and bench.png (default ./bench)")
@@ -45,9 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     from gptedge.measure.bench import run_bench as bench
 
+    if args.genai_venv and not args.genai_builder:
+        raise UserError("--genai-venv is the side venv of --genai-builder: add --genai-builder, or leave it out")
     paths.output_folder(args.out, "--out")
     args.bundle = paths.resolve_bundle(args.bundle)
-    if args.serve or args.genai:
+    if args.serve or args.genai or args.genai_builder:
         return _side_bench(args)
     if args.checkpoint:
         args.checkpoint = paths.resolve_checkpoint(args.checkpoint)
@@ -55,18 +64,22 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _side_bench(args: argparse.Namespace) -> int:
-    """--serve or --genai: gptedge against another way of running the same bundle."""
-    from gptedge.errors import UserError
+    """--serve, --genai or --genai-builder: gptedge against another way of running the bundle."""
     from gptedge.runtime import contract
 
-    if args.serve and args.genai:
-        raise UserError("--serve and --genai are two benchmarks: run one at a time")
+    if args.serve + args.genai + args.genai_builder > 1:
+        raise UserError("--serve, --genai and --genai-builder are separate benchmarks: run one at a time")
 
     manifest = contract.read_manifest(args.bundle)
     variants = args.variants or [n for n, v in manifest.for_generation().items() if "cpu" in v.providers]
     unknown = [v for v in variants if v not in manifest.variants]
     if unknown:
         raise UserError(f"bundle has no variant {unknown[0]!r}: available are {', '.join(manifest.variants)}")
+    if args.genai_builder:
+        from gptedge.measure.genai_builder import run_builder_bench
+
+        args.genai_venv = args.genai_venv or ".venv-genai"
+        return run_builder_bench(args, manifest)
     if args.genai:
         from gptedge.arguments import require
         from gptedge.measure.genai_bench import run_genai_bench

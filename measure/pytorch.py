@@ -37,13 +37,19 @@ if TYPE_CHECKING:
 PAST_STEPS = 32  # decode steps timed at each cache length, here and in the ONNX workers
 
 
-def subprocess_json(cmd: list[str], what: str) -> dict[str, Any]:
-    """Run a measuring process and return the JSON object on its last line of output."""
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def subprocess_output(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
+    """Run a helper process with its output captured; its stdout, or a one-line error naming the
+    last line it wrote to stderr and the command that shows the rest."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"{what} failed ({last}): run `{' '.join(cmd)}` to see why")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc.stdout
+
+
+def subprocess_json(cmd: list[str], what: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a measuring process and return the JSON object on its last line of output."""
+    return json.loads(subprocess_output(cmd, what, env).strip().splitlines()[-1])
 
 
 def run_baseline(

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from gptedge.measure import tables
+from gptedge.measure.bench import token_counts
 from gptedge.measure.machine import describe
 from gptedge.measure.pytorch import subprocess_json
 
@@ -147,9 +148,7 @@ def measure_variant(bundle: str, variant: str, threads: int, prompt_tokens: int,
 
 
 def run_serve_bench(args: argparse.Namespace, variants: list[str], manifest: Any) -> int:
-    C = manifest.model.context_length
-    prompt_tokens = args.prompt_tokens or min(64, C // 4)
-    new_tokens = args.new_tokens or min(128, C - prompt_tokens)
+    prompt_tokens, new_tokens = token_counts(args, manifest.model.context_length)
     clients = sorted(set(args.clients or CLIENTS))
     if clients[0] != 1:
         clients = [1, *clients]  # the one-client figure every scaling ratio is taken against
