@@ -101,7 +101,7 @@ def register_quantize(subparsers: argparse._SubParsersAction) -> None:
         "stays. The manifest lists it only once the new graph has loaded and run.\n\n"
         "precisions (--to):\n"
         "  int8         dynamic int8 matmuls, per-channel weights; for CPUs (7-bit weights on x86 without VNNI)\n"
-        "  int4         4-bit weight blocks of 32 (MatMulNBits), output head and token table at 4 bits\n"
+        "  int4         4-bit weight blocks of up to 128 (MatMulNBits), output head and token table at 4 bits\n"
         "               (--head-bits 8: closer to fp32, larger); for CPUs\n"
         "  fp16         half precision with a float16 KV cache; for GPU providers (cuda, directml, webgpu)\n"
         "  int8-static  QDQ graph calibrated on held-out text; the format of NPU providers (qnn, nnapi)\n\n"

@@ -35,7 +35,7 @@ _MATMUL_NBITS = _is("com.microsoft", "MatMulNBits")
 RULES: list[tuple[Callable[[onnx.NodeProto], bool], str]] = [
     (lambda n: _GQA(n) and len(n.input) >= 17, "1.32"),  # query_seqlens, the 17th input
     (lambda n: _GQA(n) and len(n.input) >= 11, "1.22"),  # attention_bias, the padding mask
-    (lambda n: _GATHER_BLOCKS(n) and any(a.name == "bits" for a in n.attribute), "1.23"),  # 8-bit token table
+    (lambda n: _GATHER_BLOCKS(n) and any(a.name == "bits" for a in n.attribute), "1.23"),  # the token table's bits (4 or 8)
     (_GATHER_BLOCKS, "1.20"),
     (lambda n: _MATMUL_NBITS(n) and _attribute(n, "bits", 4) == 8, "1.22"),  # 8-bit tied output head
     (_MATMUL_NBITS, "1.20"),

@@ -214,7 +214,7 @@ def convert(
         if precision == "int4":
             from gptedge.export.quantize_int4 import HEAD_BITS, quantize_int4
 
-            return quantize_int4(model, HEAD_BITS if head_bits is None else head_bits)
+            return quantize_int4(model, manifest.model.n_embd, HEAD_BITS if head_bits is None else head_bits)
         if precision == "fp16":
             from gptedge.export.quantize_fp16 import convert_fp16
 

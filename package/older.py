@@ -2,7 +2,7 @@
 
 The clients ship their own onnxruntime: transformers.js 1.30 (Node) and 1.31 (browsers), the
 React Native package 1.24. The optimized graphs need 1.32 only for GroupQueryAttention's 17th
-input; without it they run from 1.22 (1.23 with an 8-bit token table), with the same logits at
+input; without it they run from 1.22 (1.23 with the int4 token table's `bits`), with the same logits at
 batch 1, which is how those clients run them. ``older_form`` says whether that rewrite brings a
 variant within reach; ``write_older_form`` writes it.
 """

@@ -176,7 +176,7 @@ def version_tuple(version: str) -> tuple[int, ...]:
 # The oldest onnxruntime that runs each kind of graph gptedge writes (measured; the README's table).
 # A variant records its own when it is made (``export.compat``); for a version-1 manifest, which
 # does not, the rule by layout and precision: GroupQueryAttention's 17th input needs 1.32, the
-# int4 graph's 8-bit token table 1.23, the rest (IR version 10) 1.18.
+# int4 graph's token table (its `bits` attribute) 1.23, the rest (IR version 10) 1.18.
 def oldest_onnxruntime(precision: str, cache_layout: str) -> str:
     if cache_layout == "shared":
         return "1.32"

@@ -227,7 +227,7 @@ def test_recorded_versions(quantized_bundle, optimized_bundle):
 
     plain = contract.read_manifest(quantized_bundle).variants
     assert plain["fp32"].min_onnxruntime == plain["int8"].min_onnxruntime == compat.BASE == "1.18"
-    assert plain["int4"].min_onnxruntime == "1.23"  # its 8-bit token table (GatherBlockQuantized bits=8)
+    assert plain["int4"].min_onnxruntime == "1.23"  # its token table's `bits` attribute (GatherBlockQuantized)
     fused = contract.read_manifest(optimized_bundle).variants["fp32"]
     assert fused.cache_layout == "shared" and fused.min_onnxruntime == "1.32"
 
