@@ -62,6 +62,15 @@ def start(device: str = "auto") -> World:
     return World(dist.get_rank(), dist.get_world_size(), dev)
 
 
+def finished(world: World) -> None:
+    """After a run that succeeded on every rank: wait for each other before leaving, since a rank
+    that tears gloo down while rank 0 still writes its checkpoint has been seen to abort
+    ("terminate called without an active exception"). Not on an error path, where a rank may
+    never arrive."""
+    if world.distributed and dist.is_initialized():
+        dist.barrier()
+
+
 def stop(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -142,6 +142,7 @@ def train(
             trainer = _Trainer(plan, run, world, quiet=quiet or not world.is_main)
             try:
                 trainer.fit()
+                distributed.finished(world)
             except OSError as e:  # a full disk, a folder made read-only while training
                 again = "train again" + (" with --resume (the last checkpoint is intact)" if run.has_checkpoint() else "")
                 raise write_error(e, run.root, again) from None
