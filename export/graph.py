@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch.export import Dim
 
-from gptedge import logs
+from gptedge import atomic, logs
 from gptedge.errors import UserError
 from gptedge.runtime import contract
 from gptedge.train.model import GPT
@@ -181,4 +181,7 @@ def save(model: onnx.ModelProto, path: str | Path, external_data: bool | None = 
         location=data_name,
         size_threshold=1024,
     )
-    return [path, path.with_name(data_name)] if external_data else [path]
+    if not external_data:
+        return [path]
+    atomic.usual_permissions(path.with_name(data_name))
+    return [path, path.with_name(data_name)]

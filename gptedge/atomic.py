@@ -25,6 +25,12 @@ def _usual_mode(mode: int) -> int:
     return mode & ~umask
 
 
+def usual_permissions(path: str | os.PathLike) -> None:
+    """Give a file another library created privately the permissions open() would have given it
+    (onnx writes external weights as 0600: a bundle must be as readable as its graph file)."""
+    os.chmod(path, _usual_mode(0o666))
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -202,6 +202,8 @@ def test_external_data_bundle_keeps_its_layout(tiny_bundle, tmp_path):
     fp32 = contract.read_bundle(bundle).variants["fp32"]
     assert (fp32.file, fp32.data_file) == ("model.opt.onnx", "model.opt.onnx.data")
     assert not (bundle / "model.onnx").exists() and not (bundle / "model.onnx.data").exists()
+    # as readable as the graph (onnx creates the weights' file 0600)
+    assert (bundle / fp32.data_file).stat().st_mode & 0o777 == (bundle / fp32.file).stat().st_mode & 0o777
 
 
 def test_contract_names_for_symbolic_sizes():
