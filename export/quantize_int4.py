@@ -4,11 +4,12 @@ Each weight matrix is cut into blocks along its input dimension; a block keeps 4
 one fp32 scale (symmetric). Blocks are as long as the model's width allows, up to 128 values
 (``block_size``): onnxruntime-genai's builder uses 32, but at the gpt2 shape blocks of 128 decoded
 clearly faster here (fewer scales to read, and a faster kernel path) for a perplexity cost that
-stays far inside the int4 budget (``gptedge eval``; figures in the README). The matmuls run as onnxruntime's
-``MatMulNBits``; ``accuracy_level`` 4 lets it quantize the activations to int8 and use integer dot
-products (measured clearly faster than level 0, which computes in fp32; see the field notes). The position table is
-block-quantized too (``GatherBlockQuantized``), and the tied token matrix is stored once, as the
-output head's packed weights, which the embedding gathers rows from (see ``tied_embedding``).
+stays far inside the int4 budget (``gptedge eval``; figures in the README). The matmuls run as
+onnxruntime's ``MatMulNBits``; ``accuracy_level`` 4 lets it quantize the activations to int8 and
+use integer dot products (measured clearly faster than level 0, which computes in fp32; see the
+field notes). The position table is block-quantized too (``GatherBlockQuantized``), and the tied
+token matrix is stored once, as the output head's packed weights, which the embedding gathers rows
+from (see ``tied_embedding``).
 
 The output head is where 4 bits cost most quality: its errors land directly on the logits. It is
 also the largest single matrix (V x C, stored once for the head and the embedding), and decode
