@@ -63,13 +63,12 @@ def variant_file(precision: str) -> str:
     return f"model.{precision}.onnx"
 
 
-def head_bits_for(precisions: Sequence[str], head_bits: int | None) -> int:
+def head_bits_for(precisions: Sequence[str], head_bits: int | None) -> int | None:
     """The int4 output head's bits, checked: ``None`` takes the default (``quantize_int4.HEAD_BITS``);
     a value is refused when it is not a choice or when no int4 variant is being made."""
-    from gptedge.export.quantize_int4 import HEAD_BITS, HEAD_BITS_CHOICES
-
     if head_bits is None:
-        return HEAD_BITS
+        return None
+    from gptedge.export.quantize_int4 import HEAD_BITS_CHOICES
 
     if not isinstance(head_bits, int) or head_bits not in HEAD_BITS_CHOICES:
         raise UserError(f"--head-bits {head_bits!r} is not a choice: use "
@@ -149,7 +148,7 @@ def calibration_tokens(bundle_dir: Path, manifest: contract.Manifest, text_file:
 
 
 def _add_variant(
-    t: Transaction, fp32_path: Path, precision: str, tokens: np.ndarray | None, head_bits: int
+    t: Transaction, fp32_path: Path, precision: str, tokens: np.ndarray | None, head_bits: int | None = None
 ) -> QuantizeResult:
     """Convert, check and commit one precision (the manifest then lists it; a later one may fail)."""
     manifest = t.manifest
@@ -201,10 +200,11 @@ def _order(name: str) -> int:
 
 
 def convert(
-    precision: str, fp32_path: Path, manifest: contract.Manifest, tokens: np.ndarray | None, head_bits: int,
+    precision: str, fp32_path: Path, manifest: contract.Manifest, tokens: np.ndarray | None,
+    head_bits: int | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The converted graph (in memory) and the settings that made it (``head_bits``: int4's output
-    head)."""
+    head, None for the default)."""
     model = onnx.load(str(fp32_path))  # with its external data, if any
     with _quiet_quantizers():
         if precision == "int8":
@@ -212,9 +212,9 @@ def convert(
 
             return quantize_int8(model)
         if precision == "int4":
-            from gptedge.export.quantize_int4 import quantize_int4
+            from gptedge.export.quantize_int4 import HEAD_BITS, quantize_int4
 
-            return quantize_int4(model, manifest.model.n_embd, head_bits)
+            return quantize_int4(model, manifest.model.n_embd, HEAD_BITS if head_bits is None else head_bits)
         if precision == "fp16":
             from gptedge.export.quantize_fp16 import convert_fp16
 
