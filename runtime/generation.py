@@ -37,7 +37,7 @@ from gptedge.runtime.padding import left_pad
 from gptedge.runtime.sampling import Sampler
 from gptedge.runtime.settings import GenerationSettings
 from gptedge.runtime.decoder import Cache, Decoder
-from gptedge.runtime.text import StopStrings, StreamDecoder
+from gptedge.runtime.text import ShownText, TextAtEnd
 
 PREFILL_LOGITS = 8 * 1024 * 1024  # floats of logits per prefill chunk (32 MB)
 
@@ -67,12 +67,9 @@ class Row:
 
     tokens: list[int]  # the window the model sees: prompt + generated, cut on each slide
     prompt_tokens: int
-    detokenizer: StreamDecoder
-    stops: StopStrings
-    # Decode and check stop strings token by token (streaming, or stop strings set). Otherwise the
-    # text is decoded once at the end: the same text, without Python per token that nobody reads
-    # (a visible share of what the loop adds to onnxruntime's time at the gpt2 size).
-    live_text: bool = True
+    # Its text: ``ShownText`` when pieces are shown or stop strings set, else ``TextAtEnd`` (the
+    # same text, decoded once: no Python per token that nobody reads).
+    output: ShownText | TextAtEnd
     generated: list[int] = field(default_factory=list)
     stop_reason: str | None = None
     first_at: float = 0.0
@@ -91,35 +88,23 @@ class Row:
         self.tokens.append(token)
         if token == eos_id and not settings.ignore_eos:
             return self._finish("eos")
-        if not self.live_text:
-            if len(self.generated) >= settings.max_new_tokens:
-                self.stop_reason = "length"
-            return ""
-        shown, stopped = self.stops.feed(self.detokenizer.push(token))
+        shown, stopped = self.output.feed(token)
         if stopped:
             self.stop_reason = "stop"
-            return shown
-        if len(self.generated) >= settings.max_new_tokens:
-            return shown + self._finish("length")
+        elif len(self.generated) >= settings.max_new_tokens:
+            shown += self._finish("length")
         return shown
 
     def _finish(self, reason: str) -> str:
-        if not self.live_text:
-            self.stop_reason = reason
-            return ""
-        shown, stopped = self.stops.feed(self.detokenizer.flush())
+        shown, stopped = self.output.finish()
         self.stop_reason = "stop" if stopped else reason
-        return shown if stopped else shown + self.stops.finish()
-
-    def _shown_tokens(self) -> list[int]:
-        """The generated tokens whose text is shown: all but an end-of-text token that ended the row."""
-        return self.generated[:-1] if self.stop_reason == "eos" else self.generated
+        return shown
 
     def result(self, started: float) -> GenerationResult:
         n = len(self.generated)
         decode_s = self.last_at - self.first_at
         return GenerationResult(
-            text=self.stops.text if self.live_text else self.detokenizer.decode(self._shown_tokens()),
+            text=self.output.text,
             token_ids=list(self.generated),
             stop_reason=self.stop_reason or "length",
             prompt_tokens=self.prompt_tokens,

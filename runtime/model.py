@@ -30,7 +30,7 @@ from gptedge.runtime import contract, generation, providers
 from gptedge.runtime.generation import GenerationResult, Row
 from gptedge.runtime.settings import GenerationSettings
 from gptedge.runtime.decoder import Decoder
-from gptedge.runtime.text import StopStrings, StreamDecoder, check_token_ids, token_bytes
+from gptedge.runtime.text import ShownText, TextAtEnd, check_token_ids, token_bytes
 
 log = logging.getLogger("gptedge.runtime")
 
@@ -182,7 +182,7 @@ class Model:
         for p in batch:
             _check_prompt(p, V)
         started = time.perf_counter()
-        rows = [self._row(p, settings, live_text=bool(settings.stop)) for p in batch]
+        rows = [self._row(p, settings, shown=bool(settings.stop)) for p in batch]
         for _ in self._run(rows, settings):
             pass
         results = [row.result(started) for row in rows]
@@ -215,7 +215,7 @@ class Model:
             m = self.manifest
             yield from generation.run(self.decoder, rows, settings, m.eos_token_id, m.pad_token_id)
 
-    def _row(self, prompt: Prompt, settings: GenerationSettings, live_text: bool = True) -> Row:
+    def _row(self, prompt: Prompt, settings: GenerationSettings, shown: bool = True) -> Row:
         if isinstance(prompt, str):
             ids = self.encode(prompt)
         elif _is_token_list(prompt):
@@ -234,9 +234,7 @@ class Model:
         return Row(
             tokens=list(window),
             prompt_tokens=len(window),
-            detokenizer=StreamDecoder(self._table),
-            stops=StopStrings(settings.stop),
-            live_text=live_text,
+            output=ShownText(self._table, settings.stop) if shown else TextAtEnd(self._table),
         )
 
 

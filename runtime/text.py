@@ -1,4 +1,4 @@
-"""From token ids to text, one token at a time: UTF-8-safe pieces and stop strings.
+"""From token ids to text, one token at a time: UTF-8-safe pieces, stop strings, and a row's output.
 
 Byte-level BPE tokens are byte strings, and one character (é, 中, an emoji) may be split across two
 or more tokens. Decoding token by token would show half characters as U+FFFD. Here every token id
@@ -134,3 +134,44 @@ class StopStrings:
         out = self.text[self._shown : upto]
         self._shown = upto
         return out
+
+
+class ShownText:
+    """A row's output shown as it is generated: ``feed`` and ``finish`` return (text that may be
+    shown now, whether a stop string ended the text); ``text`` is all of it."""
+
+    def __init__(self, table: list[bytes], stops: tuple[str, ...]) -> None:
+        self._utf8 = StreamDecoder(table)
+        self._stops = StopStrings(stops)
+
+    def feed(self, token_id: int) -> tuple[str, bool]:
+        return self._stops.feed(self._utf8.push(token_id))
+
+    def finish(self) -> tuple[str, bool]:
+        """Generation ended: the held-back tail, unless it completes a stop string."""
+        shown, stopped = self._stops.feed(self._utf8.flush())
+        return (shown, True) if stopped else (shown + self._stops.finish(), False)
+
+    @property
+    def text(self) -> str:
+        return self._stops.text
+
+
+class TextAtEnd:
+    """The same output decoded once at the end, for a call that shows no pieces and has no stop
+    strings: one list append per token instead of a decoder and a stop-string check."""
+
+    def __init__(self, table: list[bytes]) -> None:
+        self._utf8 = StreamDecoder(table)
+        self._tokens: list[int] = []
+
+    def feed(self, token_id: int) -> tuple[str, bool]:
+        self._tokens.append(token_id)
+        return "", False
+
+    def finish(self) -> tuple[str, bool]:
+        return "", False
+
+    @property
+    def text(self) -> str:
+        return self._utf8.decode(self._tokens)
