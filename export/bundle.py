@@ -27,7 +27,7 @@ from gptedge.export import graph, parity
 from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.heldout import Split, corpus_name, heldout_text
 from gptedge.export.writing import graph_file_fields, tool_versions, writing
-from gptedge.runtime import GenerationSettings, contract, read_tokenizer, records
+from gptedge.runtime import GenerationSettings, chat, contract, read_tokenizer, records
 from gptedge.train.checkpoint import Checkpoint, load_checkpoint
 from gptedge.train.tokenizer import special_ids
 
@@ -101,8 +101,10 @@ def export_bundle(
     text_file: str | Path | None = None,
     external_data: bool | None = None,
     quiet: bool = False,
+    chat_template: str | None = None,
 ) -> ExportResult:
-    """Export, gate and write a bundle. ``external_data`` None: only for weights over 2 GB."""
+    """Export, gate and write a bundle. ``external_data`` None: only for weights over 2 GB.
+    ``chat_template`` (Jinja) makes it a chat bundle, in place of the checkpoint's own, if any."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
@@ -110,6 +112,9 @@ def export_bundle(
     tokenizer = load_tokenizer(ckpt.tokenizer_path, ckpt.config.vocab_size)
     eos_id, pad_id = special_ids(tokenizer)
     text = heldout_text(Split.of_checkpoint(ckpt.info), tokenizer, text_file)  # a bad --text fails before any work
+    chat_template = chat_template if chat_template is not None else ckpt.info.chat_template
+    if chat_template is not None:
+        chat.check_template(chat_template)  # a template that does not compile fails before any work too
     with writing(out_dir, "export"), tqdm(total=3, desc="export", disable=quiet, file=sys.stderr,
                                                  bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}]{postfix}") as steps:
         check_output_dir(out_dir, force)  # again, under the lock: another export may have written it meanwhile
@@ -132,6 +137,7 @@ def export_bundle(
                     tokenizer=contract.file_record(stage, contract.TOKENIZER_FILE),
                     sampling=GenerationSettings(),  # the runtime's defaults
                     provenance=provenance(ckpt),
+                    chat_template=chat_template,
                 )
                 contract.write_manifest(stage, manifest)  # the gate loads the bundle as users will
                 steps.update()

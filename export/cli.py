@@ -9,8 +9,10 @@ resolves them (``gptedge.paths``), so the library functions stay strict about wh
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from gptedge.arguments import BUNDLE_HELP, CHECKPOINT_HELP, require, whole_number
+from gptedge.errors import UserError
 from gptedge.paths import output_folder, resolve_bundle, resolve_checkpoint
 
 
@@ -29,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "checkpoint's held-out split when it was trained on the default corpus)")
     p.add_argument("--external-data", action="store_true",
                    help="keep the weights in model.onnx.data (automatic above 2 GB)")
+    p.add_argument("--chat-template", metavar="FILE",
+                   help="a chat model's template (Jinja, as in Hugging Face's tokenizer_config.json): the bundle "
+                   "then answers chat messages (default: the one gptedge import took over, if any)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run_export)
 
@@ -62,13 +67,26 @@ def run_export(args: argparse.Namespace) -> int:
     from gptedge.export.bundle import export_bundle
     from gptedge.export.parity import summary
 
+    template = read_template(args.chat_template) if args.chat_template is not None else None
     result = export_bundle(resolve_checkpoint(args.checkpoint), args.out, force=args.force, text_file=args.text,
-                           external_data=True if args.external_data else None, quiet=args.quiet)
+                           external_data=True if args.external_data else None, quiet=args.quiet,
+                           chat_template=template)
     fp32 = result.manifest.variants["fp32"]
     size = fp32.total_bytes
     print(f"wrote {result.bundle} ({size / 1e6:.1f} MB) in {result.seconds:.1f} s; "
           f"parity: {summary(result.manifest.parity)}")
     return 0
+
+
+def read_template(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--chat-template {path} does not exist: give the template's file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--chat-template {path} is not UTF-8 text: give a Jinja template file") from None
+    except OSError as e:
+        raise UserError(f"cannot read --chat-template {path} ({e.strerror or e}): check the file") from None
 
 
 def run_verify(args: argparse.Namespace) -> int:

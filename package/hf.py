@@ -78,6 +78,8 @@ def tokenizer_files(source: Source) -> dict[str, str]:
         "clean_up_tokenization_spaces": False,
         "model_max_length": source.manifest.model.context_length,
     }
+    if source.manifest.chat_template is not None:  # what apply_chat_template reads, in Python and in JS
+        config["chat_template"] = source.manifest.chat_template
     return {"tokenizer_config.json": json_text(config), "special_tokens_map.json": json_text(specials)}
 
 

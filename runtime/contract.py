@@ -14,7 +14,9 @@ of the manifest is a dataclass, here or (the stages' records and figures) in ``r
 range checked, one-line errors naming the field) and ``write_manifest`` the one writer. Every file
 the runtime reads is listed with its size and sha256, checked when it is first opened.
 
-Versions: ``format_version`` 2. A version-1 manifest (gptedge 0.1's) is migrated on read: its
+Versions: a manifest is written with the oldest ``format_version`` that holds it, so that an older
+gptedge on a device keeps reading what it can: 3 adds ``chat_template`` and is written only by a
+bundle that declares one, 2 otherwise. A version-1 manifest (gptedge 0.1's) is migrated on read: its
 payloads had the same fields, it only lacks the tokenizer's hash (filled in the next time a command
 writes the bundle) and each variant's oldest onnxruntime (derived from its kind).
 Standard library only: a device reads bundles with nothing but this file.
@@ -33,8 +35,9 @@ from gptedge.errors import UserError
 from gptedge.runtime.records import EvalSettings, InspectionParity, ParityFigures, Provenance, VariantMetrics
 from gptedge.runtime.settings import GenerationSettings
 
-FORMAT_VERSION = 2
-READS_VERSIONS = (1, 2)  # 1 is migrated on read
+FORMAT_VERSION = 3  # the newest this gptedge reads and writes
+READS_VERSIONS = (1, 2, 3)  # 1 is migrated on read
+MAX_CHAT_TEMPLATE = 64 * 1024  # characters (Hugging Face's longest templates are a few thousand)
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "int8-static")
@@ -245,6 +248,9 @@ class Manifest:
     provenance: Provenance | None = None  # source checkpoint, tool versions, each stage's record
     parity: ParityFigures | None = None  # the export gate's figures
     eval: EvalSettings | None = None  # harness settings shared by all variants
+    # How a chat model's messages become its prompt: a Jinja template, as in Hugging Face's
+    # tokenizer_config.json (``runtime.chat``). None for a base model, which continues text.
+    chat_template: str | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -266,6 +272,8 @@ class Manifest:
             yield "outputs", "do not match the gptedge graph contract for this model shape"
         if self.format_version != FORMAT_VERSION:
             yield "format_version", f"must be {FORMAT_VERSION} once read"
+        if self.chat_template is not None and not 0 < len(self.chat_template.strip()) <= MAX_CHAT_TEMPLATE:
+            yield "chat_template", f"must be a Jinja template of 1 to {MAX_CHAT_TEMPLATE} characters, or absent"
 
     def for_generation(self) -> dict[str, "Variant"]:
         """The variants that generate text: all but the inspection variant (which only looks inside)."""
@@ -278,7 +286,12 @@ class Manifest:
         return self.provenance
 
     def to_json(self) -> str:
-        return json.dumps(schema.to_json(self), indent=2) + "\n"
+        """The file's text, at the oldest format version that holds it (see the module's docstring)."""
+        d = schema.to_json(self)
+        if self.chat_template is None:
+            del d["chat_template"]
+            d["format_version"] = 2
+        return json.dumps(d, indent=2) + "\n"
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "manifest") -> "Manifest":
@@ -286,19 +299,20 @@ class Manifest:
         if not isinstance(d, dict):
             raise UserError(f"{where} must hold a JSON object, not {type(d).__name__}: restore it or re-export the bundle")
         version = d.get("format_version")
-        if version not in READS_VERSIONS:
+        if isinstance(version, bool) or version not in READS_VERSIONS:
             newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+            known = ", ".join(map(str, READS_VERSIONS[:-1])) + f" and {READS_VERSIONS[-1]}"
             raise UserError(
-                f"{where} has format_version {version!r}, this gptedge reads {' and '.join(map(str, READS_VERSIONS))}: "
+                f"{where} has format_version {version!r}, this gptedge reads {known}: "
                 + ("upgrade gptedge (pip install -U gptedge)" if newer else "re-export the model with this version of gptedge")
             )
-        if version == 1:
-            d = _migrate_v1(d)
+        # Each version adds to the one before, so an older one reads as the newest (1 is migrated).
+        d = _migrate_v1(d) if version == 1 else {**d, "format_version": FORMAT_VERSION}
         try:
             manifest = schema.from_json(cls, d)
         except schema.SchemaError as e:
             raise UserError(f"{where}: {e}: restore the file or re-export the bundle") from None
-        if version == FORMAT_VERSION and manifest.tokenizer is None:
+        if version >= 2 and manifest.tokenizer is None:
             raise UserError(f"{where}: tokenizer is missing (its file, size and sha256): restore the file or re-export the bundle")
         return manifest
 

@@ -26,7 +26,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 from tokenizers import Tokenizer
 
 from gptedge.errors import UserError, check_text
-from gptedge.runtime import contract, generation, providers
+from gptedge.runtime import chat, contract, generation, providers
 from gptedge.runtime.generation import GenerationResult, Row
 from gptedge.runtime.settings import GenerationSettings
 from gptedge.runtime.decoder import Decoder
@@ -147,6 +147,24 @@ class Model:
     @property
     def context_length(self) -> int:
         return self.manifest.model.context_length
+
+    @property
+    def token_bytes(self) -> list[bytes]:
+        """The bytes each token id stands for (special tokens: none), as ``StreamDecoder`` reads them."""
+        return self._table
+
+    def chat_prompt(self, messages: Any) -> str:
+        """The prompt for chat ``messages`` ([{"role": ..., "content": ...}, ...]) laid out by the
+        bundle's chat template, ending where the answer starts (``runtime.chat``)."""
+        if self.manifest.chat_template is None:
+            raise UserError("this bundle declares no chat template (it is a base model, which continues text): "
+                            "give a prompt instead, or export a chat model with gptedge export --chat-template FILE")
+        eos = self.tokenizer.id_to_token(self.manifest.eos_token_id) or ""
+        return chat.render(self.manifest.chat_template, messages, bos_token=eos, eos_token=eos)
+
+    def chat(self, messages: Any, settings: GenerationSettings | None = None, **overrides: Any) -> GenerationResult:
+        """The model's answer to chat ``messages``: ``generate`` on their ``chat_prompt``."""
+        return self.generate(self.chat_prompt(messages), settings, **overrides)
 
     def describe(self) -> str:
         v = self.manifest.variants[self.variant]

@@ -6,8 +6,8 @@ connection's thread only parses JSON, waits on its request's events and writes t
 with 32 concurrent streaming clients). So ``gptedge serve`` runs on a runtime-only install.
 
 Routes: ``POST /v1/completions`` (streamed as server-sent events when asked), ``POST
-/v1/chat/completions`` (a 400 unless the bundle declares a chat template: our models are base
-models), ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text). With an API key,
+/v1/chat/completions`` (the messages laid out by the bundle's chat template; a 400 for a bundle
+that declares none, a base model), ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text). With an API key,
 ``/v1/*`` needs ``Authorization: Bearer KEY``. A client that goes away cancels its generation.
 """
 
@@ -98,8 +98,7 @@ class Handler(BaseHTTPRequestHandler):
         self._authorize()
         body = self._body()
         if path == "/v1/chat/completions":
-            raise openai.ApiError(400, "this bundle declares no chat template (it is a base model, which continues "
-                                       "text): use POST /v1/completions with a prompt")
+            return self._chat(body)
         self._completions(body)
 
     # -- requests ----------------------------------------------------------------------------------
@@ -128,17 +127,66 @@ class Handler(BaseHTTPRequestHandler):
     def _completions(self, body: Any) -> None:
         app = self.server.app
         m = app.model.manifest
-        request = openai.read_completion(body, app.model.settings, m.model.context_length, m.model.vocab_size)
-        if request.model not in (None, app.model_id):
-            raise openai.ApiError(404, f"model {request.model!r} is not served here: this server runs "
-                                       f"{app.model_id!r} (gptedge serve --variant {request.model})",
-                                  param="model", code="model_not_found")
+        request = self._served(openai.read_completion(body, app.model.settings, m.model.context_length,
+                                                      m.model.vocab_size))
         jobs = self._submit(request)
         cid = openai.new_id()
         if request.stream:
             self._stream(cid, request, jobs)
         else:
             self._whole(cid, request, jobs)
+
+    def _chat(self, body: Any) -> None:
+        app = self.server.app
+        m = app.model.manifest
+        if m.chat_template is None:
+            raise openai.ApiError(400, "this bundle declares no chat template (it is a base model, which continues "
+                                       "text): use POST /v1/completions with a prompt")
+        request = self._served(openai.read_chat(body, app.model.settings, m.model.context_length, m.model.vocab_size))
+        try:
+            request.prompts = [app.model.chat_prompt(request.prompts[0])]
+        except UserError as e:
+            raise openai.ApiError(400, str(e), param="messages") from None
+        job = self._submit(request)[0]
+        cid, model_id = openai.new_id("chatcmpl"), app.model_id
+        text, finish, logprobs, usage = "", None, [], None
+        if request.stream:
+            self._start_stream()
+            self._events_out([openai.chat_chunk(cid, model_id, {"role": "assistant", "content": ""})])
+        for ready in self._events([job]):
+            chunks = []
+            for _, event in ready:
+                entry = self._chat_logprob(event, request.top_logprobs) if request.logprobs and event.token is not None else None
+                if entry is not None:
+                    logprobs.append(entry)
+                if event.result is not None:
+                    finish = openai.FINISH.get(event.finish_reason, "stop")
+                    usage = openai.usage(event.result.prompt_tokens, len(event.result.token_ids))
+                text += event.text
+                if request.stream and (event.text or entry or finish):
+                    chunks.append(openai.chat_chunk(cid, model_id, {"content": event.text} if event.text else {},
+                                                    finish, {"content": [entry]} if entry else None))
+            self._events_out(chunks)
+        if not request.stream:
+            return self._json(200, openai.chat_completion(cid, model_id, text, finish,
+                                                          {"content": logprobs} if request.logprobs else None, usage))
+        if request.include_usage:
+            self._events_out([openai.chat_chunk(cid, model_id, None, usage=usage)])
+        self._end_stream()
+
+    def _chat_logprob(self, event: Event, top: int) -> dict:
+        model = self.server.app.model
+        named = [(model.decode([t]), model.token_bytes[t], lp) for t, lp in event.top[:top]]
+        return openai.chat_logprob(model.decode([event.token]), model.token_bytes[event.token], event.logprob, named)
+
+    def _served(self, request: openai.CompletionRequest) -> openai.CompletionRequest:
+        """``request``, unless it names another model than the one served (a 404)."""
+        app = self.server.app
+        if request.model not in (None, app.model_id):
+            raise openai.ApiError(404, f"model {request.model!r} is not served here: this server runs "
+                                       f"{app.model_id!r} (gptedge serve --variant {request.model})",
+                                  param="model", code="model_not_found")
+        return request
 
     def _submit(self, request: openai.CompletionRequest) -> list[Job]:
         app = self.server.app
@@ -214,13 +262,20 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, openai.completion(cid, self.server.app.model_id, choices,
                                           openai.usage(prompt_tokens, completion_tokens)))
 
-    def _stream(self, cid: str, request: openai.CompletionRequest, jobs: list[Job]) -> None:
+    def _start_stream(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")  # the stream ends when the connection does
         self.end_headers()
         self.close_connection = True
+
+    def _end_stream(self) -> None:
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def _stream(self, cid: str, request: openai.CompletionRequest, jobs: list[Job]) -> None:
+        self._start_stream()
         model_id = self.server.app.model_id
         logs = [self._prompt_logprobs(p, request) for p in request.prompts]
         if request.echo:
@@ -246,8 +301,7 @@ class Handler(BaseHTTPRequestHandler):
             self._events_out(out)
         if request.include_usage:
             self._events_out([openai.completion(cid, model_id, [], openai.usage(prompt_tokens, completion_tokens))])
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
+        self._end_stream()
 
     def _events_out(self, chunks: list[dict]) -> None:
         """Server-sent events, one per chunk, in one write."""

@@ -1,9 +1,9 @@
-"""The OpenAI completions API as data: requests read and checked into what the engine takes, and
-results shaped into the response, stream chunk and error objects clients parse.
+"""The OpenAI completions and chat completions APIs as data: requests read and checked into what
+the engine takes, and results shaped into the response, stream chunk and error objects clients parse.
 
 Checked the way the OpenAI API checks: a wrong type or value is a 400 ``invalid_request_error``
 naming the parameter; parameters this server cannot honour (``n`` > 1, a ``suffix``, presence or
-frequency penalties) are refused rather than ignored, so a client never gets silently different
+frequency penalties, tools, structured output) are refused rather than ignored, so a client never gets silently different
 behaviour. gptedge's own ``top_k``, ``repetition_penalty`` and ``ignore_eos`` are accepted as extra
 fields.
 """
@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gptedge.runtime import GenerationSettings
 
 MAX_LOGPROBS = 5  # as the OpenAI completions API allows
+MAX_TOP_LOGPROBS = 20  # and its chat completions API
 MAX_STOP = 4
 
 
@@ -37,14 +38,16 @@ class ApiError(Exception):
 
 @dataclass
 class CompletionRequest:
-    prompts: list[str | list[int]]
+    """A checked completions request, or a chat one (``prompts`` then holds its one message list)."""
+
+    prompts: list[str | list[int] | list[dict]]
     settings: GenerationSettings
     stream: bool = False
-    logprobs: int = 0  # top candidates per token (0: none)
+    logprobs: int = 0  # candidates computed per token (0: none)
+    top_logprobs: int = 0  # of those, how many a chat answer lists
     echo: bool = False
     include_usage: bool = False  # stream_options.include_usage
     model: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _get(body: dict, name: str, kinds: tuple[type, ...], default: Any, what: str) -> Any:
@@ -88,6 +91,46 @@ def read_completion(body: Any, defaults: GenerationSettings, context_length: int
     """Check a ``POST /v1/completions`` body; raise ``ApiError`` (400) naming the first problem."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    if body.get("suffix") not in (None, ""):
+        raise ApiError(400, "suffix is not supported: these models only continue text", param="suffix")
+    prompts = _prompts(body, vocab_size)
+    logprobs = _get(body, "logprobs", (int,), 0, "a whole number")
+    _in_range("logprobs", logprobs, 0, MAX_LOGPROBS)
+    return _request(body, prompts, _settings(body, defaults, context_length, vocab_size, "max_tokens", 16),
+                    logprobs=logprobs, echo=bool(_get(body, "echo", (bool,), False, "true or false")))
+
+
+def read_chat(body: Any, defaults: GenerationSettings, context_length: int, vocab_size: int) -> CompletionRequest:
+    """Check a ``POST /v1/chat/completions`` body: ``messages`` are kept as given (the model's chat
+    template checks and lays them out), the rest as for completions. Tools, other response formats
+    and non-text parts are refused, since the model cannot honour them."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    for name in ("tools", "functions", "tool_choice", "function_call", "audio", "prediction"):
+        if body.get(name) not in (None, [], "none"):
+            raise ApiError(400, f"{name} is not supported: this server returns text only", param=name)
+    response_format = _get(body, "response_format", (dict,), {"type": "text"}, "an object")
+    if response_format.get("type") != "text":
+        raise ApiError(400, "response_format must be {\"type\": \"text\"}: structured output is not supported",
+                       param="response_format")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages must be a non-empty list of {\"role\": ..., \"content\": ...} objects",
+                       param="messages")
+    top = _get(body, "top_logprobs", (int,), 0, "a whole number")
+    _in_range("top_logprobs", top, 0, MAX_TOP_LOGPROBS)
+    wants = _get(body, "logprobs", (bool,), False, "true or false")
+    if top and not wants:
+        raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    settings = _settings(body, defaults, context_length, vocab_size, name, context_length)
+    # logprobs: the chosen token's (at least one candidate is computed for it)
+    return _request(body, [messages], settings, logprobs=max(top, 1) if wants else 0, top_logprobs=top)
+
+
+def _settings(body: dict, defaults: GenerationSettings, context_length: int, vocab_size: int, max_name: str,
+              max_default: int) -> GenerationSettings:
+    """The generation settings both endpoints take, checked the OpenAI API's way."""
     for name, allowed in (("n", 1), ("best_of", 1)):
         if body.get(name, allowed) not in (allowed, None):
             raise ApiError(400, f"{name} must be 1: this server returns one completion per prompt", param=name)
@@ -95,13 +138,10 @@ def read_completion(body: Any, defaults: GenerationSettings, context_length: int
         if body.get(name) not in (None, 0, 0.0):
             raise ApiError(400, f"{name} is not supported: use repetition_penalty (gptedge's, > 0; 1 is none)",
                            param=name)
-    if body.get("suffix") not in (None, ""):
-        raise ApiError(400, "suffix is not supported: these models only continue text", param="suffix")
-    prompts = _prompts(body, vocab_size)
-    max_tokens = _get(body, "max_tokens", (int,), 16, "a whole number")
+    max_tokens = _get(body, max_name, (int,), max_default, "a whole number")
     if not 0 <= max_tokens <= context_length:
-        raise ApiError(400, f"max_tokens must be between 0 and the context length, {context_length}; got {max_tokens}",
-                       param="max_tokens")
+        raise ApiError(400, f"{max_name} must be between 0 and the context length, {context_length}; got {max_tokens}",
+                       param=max_name)
     temperature = float(_get(body, "temperature", (int, float), 1.0, "a number"))
     _in_range("temperature", temperature, 0, 2)
     top_p = float(_get(body, "top_p", (int, float), 1.0, "a number"))
@@ -119,16 +159,17 @@ def read_completion(body: Any, defaults: GenerationSettings, context_length: int
     stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > MAX_STOP:
         raise ApiError(400, f"stop must be a non-empty string or a list of at most {MAX_STOP} of them", param="stop")
-    logprobs = _get(body, "logprobs", (int,), 0, "a whole number")
-    _in_range("logprobs", logprobs, 0, MAX_LOGPROBS)
-    options = _get(body, "stream_options", (dict,), {}, "an object")
     ignore_eos = _get(body, "ignore_eos", (bool,), False, "true or false")  # gptedge's: exactly max_tokens
-    settings = defaults.replace(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                                repetition_penalty=penalty, seed=seed, stop=tuple(stops), ignore_eos=ignore_eos)
+    return defaults.replace(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                            repetition_penalty=penalty, seed=seed, stop=tuple(stops), ignore_eos=ignore_eos)
+
+
+def _request(body: dict, prompts: list, settings: GenerationSettings, **fields: Any) -> CompletionRequest:
+    options = _get(body, "stream_options", (dict,), {}, "an object")
     return CompletionRequest(
         prompts=prompts, settings=settings, stream=bool(_get(body, "stream", (bool,), False, "true or false")),
-        logprobs=logprobs, echo=bool(_get(body, "echo", (bool,), False, "true or false")),
         include_usage=bool(options.get("include_usage", False)), model=_get(body, "model", (str,), None, "a string"),
+        **fields,
     )
 
 
@@ -137,8 +178,8 @@ def read_completion(body: Any, defaults: GenerationSettings, context_length: int
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
 
 
-def new_id() -> str:
-    return "cmpl-" + uuid.uuid4().hex[:24]
+def new_id(prefix: str = "cmpl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
 def completion(cid: str, model: str, choices: list[dict], usage: dict | None) -> dict:
@@ -150,6 +191,31 @@ def completion(cid: str, model: str, choices: list[dict], usage: dict | None) ->
 
 def choice(index: int, text: str, finish_reason: str | None, logprobs: dict | None) -> dict:
     return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def chat_completion(cid: str, model: str, text: str, finish_reason: str, logprobs: dict | None, usage: dict) -> dict:
+    message = {"role": "assistant", "content": text, "refusal": None}
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}],
+            "usage": usage}
+
+
+def chat_chunk(cid: str, model: str, delta: dict | None, finish_reason: str | None = None,
+               logprobs: dict | None = None, usage: dict | None = None) -> dict:
+    """A stream chunk: a ``delta`` of the answer, or (``delta`` None) the closing usage chunk."""
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": logprobs,
+                                         "finish_reason": finish_reason}]
+    body = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": choices}
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def chat_logprob(token: str, data: bytes, logprob: float, top: list[tuple[str, bytes, float]]) -> dict:
+    """One entry of a chat answer's ``logprobs.content``: the token, its bytes and its candidates."""
+    return {"token": token, "logprob": logprob, "bytes": list(data),
+            "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(b)} for t, b, lp in top]}
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:

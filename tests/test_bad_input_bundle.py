@@ -95,8 +95,10 @@ BAD_FIELDS = [
     ("parity-not-object", "parity", [1, 2], "parity must be an object"),
     ("unknown-field", "surprise", 1, "surprise is not a known field"),
     ("inputs-renamed", "inputs", ["ids"], "inputs do not match the gptedge graph contract"),
-    ("version-newer", "format_version", 3, "format_version 3, this gptedge reads 1 and 2: upgrade gptedge"),
-    ("version-string", "format_version", "2", "format_version '2', this gptedge reads 1 and 2: re-export"),
+    ("chat-template-empty", "chat_template", " ", "chat_template must be a Jinja template of 1 to 65536 characters"),
+    ("chat-template-number", "chat_template", 5, "chat_template must be"),
+    ("version-newer", "format_version", 4, "format_version 4, this gptedge reads 1, 2 and 3: upgrade gptedge"),
+    ("version-string", "format_version", "2", "format_version '2', this gptedge reads 1, 2 and 3: re-export"),
 ]
 
 

@@ -119,3 +119,43 @@ def test_transformersjs_greedy_equals_runtime(request, package, variant):
     assert theirs.shape == ours.shape
     diff = float(np.abs(theirs - ours).max())
     assert diff <= LOGITS_TOLERANCE, f"{dtype}: prefill logits differ by up to {diff:.3g} (tolerance {LOGITS_TOLERANCE})"
+
+
+# A Zephyr-style template: turns ended by eos_token, trim_blocks and lstrip_blocks at work on the
+# line breaks and indentation, a loop variable; transformers.js renders it with its own Jinja.
+CHAT_TEMPLATE = """{% for message in messages %}
+    {% if message['role'] == 'system' %}
+{{ '<|system|>\\n' + message['content'] + eos_token }}
+    {% else %}
+{{ '<|' + message['role'] + '|>\\n' + message['content'] + eos_token }}
+    {% endif %}
+    {% if loop.last and add_generation_prompt %}
+{{ '<|assistant|>' }}
+    {% endif %}
+{% endfor %}"""
+MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "naïve — what is a for loop?"},
+            {"role": "assistant", "content": "A loop."}, {"role": "user", "content": "And while?"}]
+
+
+def test_transformersjs_lays_out_chat_messages_as_the_runtime(tmp_path, optimized_bundle):
+    """A chat bundle's template travels in tokenizer_config.json; transformers.js's
+    apply_chat_template then gives the prompt ``Model.chat_prompt`` gives."""
+    node = _require_node()
+    from gptedge import runtime
+    from gptedge.cli import main
+    from gptedge.runtime import contract
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(optimized_bundle, bundle)
+    manifest = contract.read_manifest(bundle)
+    manifest.chat_template = CHAT_TEMPLATE
+    contract.write_manifest(bundle, manifest)
+    out = tmp_path / "package" / "chatgpt"
+    assert main(["package", str(bundle), "--for", "transformersjs", "--quiet", str(out)]) == 0
+    assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
+    done = subprocess.run([node, str(NODE_DIR / "chat.mjs"), str(out), json.dumps(MESSAGES)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    ours = runtime.load(bundle, variant="fp32", provider="cpu").chat_prompt(MESSAGES)
+    assert ours.startswith("<|system|>\nAnswer briefly.<|endoftext|>") and ours.endswith("<|assistant|>\n")
+    assert json.loads(done.stdout.strip().splitlines()[-1])["prompt"] == ours

@@ -1,14 +1,17 @@
 """gptedge import: a Hugging Face GPT-2 folder and a nanoGPT ckpt.pt give a checkpoint with the same
 outputs as the original model, offline."""
 
+import json
 import shutil
 
 import pytest
 import torch
 from tokenizers import Tokenizer
 
+from cli_checks import one_line_error
 from fixtures_model import TEST_MODEL
 from gptedge.cli import main
+from gptedge.runtime import contract
 from gptedge.train.checkpoint import load_checkpoint
 from gptedge.train.config import GPTConfig
 from gptedge.train.model import GPT
@@ -44,6 +47,36 @@ def test_hf_gpt2_import_matches_transformers(tmp_path, hf_gpt2, tokenizer_file, 
         ours, _ = ckpt.model(ids)
     assert theirs.abs().max() > 1.0  # not a near-zero model where everything matches
     assert (ours - theirs).abs().max().item() <= 1e-5
+
+
+CHAT = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}<|assistant|>"
+
+
+def test_hf_chat_template_goes_into_the_bundle(tmp_path, hf_gpt2, tokenizer_file, capsys):
+    """A chat model's template (tokenizer_config.json, named templates) is imported with its weights
+    and exported into the manifest; ``export --chat-template`` sets another, and a bad one is a
+    one-line error before any work."""
+    folder = tmp_path / "chat-model"
+    shutil.copytree(hf_gpt2[0], folder)
+    shutil.copy(tokenizer_file, folder / "tokenizer.json")
+    named = [{"name": "default", "template": CHAT}, {"name": "tool_use", "template": "{{ tools }}"}]
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": named}))
+    assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 0
+    assert load_checkpoint(tmp_path / "ckpt").info.chat_template == CHAT
+    assert main(["export", str(tmp_path / "ckpt"), str(tmp_path / "bundle"), "--quiet"]) == 0
+    assert contract.read_manifest(tmp_path / "bundle").chat_template == CHAT
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["format_version"] == 3
+
+    other = tmp_path / "other.jinja"
+    other.write_text("{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
+    assert main(["export", str(tmp_path / "ckpt"), str(tmp_path / "bundle"), "--force", "--quiet",
+                 "--chat-template", str(other)]) == 0
+    assert contract.read_manifest(tmp_path / "bundle").chat_template == other.read_text()
+    export = ["export", str(tmp_path / "ckpt"), str(tmp_path / "new"), "--chat-template"]
+    assert "does not exist" in one_line_error(capsys, [*export, str(tmp_path / "missing.jinja")])
+    other.write_text("{% for m in messages %}")
+    assert "is not valid Jinja (line 1" in one_line_error(capsys, [*export, str(other)])
+    assert not (tmp_path / "new").exists()
 
 
 def test_hf_gpt2_hub_layout(tmp_path, hf_gpt2, tokenizer_file):

@@ -77,6 +77,7 @@ def save_checkpoint(
     preset: str | None = None,
     corpus: CorpusRecord | None = None,
     imported_from: ImportRecord | None = None,
+    chat_template: str | None = None,
 ) -> Path:
     """Write weights (and trainer state) for ``step``, then commit by replacing ``config.json``.
 
@@ -108,6 +109,7 @@ def save_checkpoint(
     info = CheckpointConfig(
         model=model.config, train=train, weights=weights, step=step, trainer_state=trainer_file,
         metrics=metrics or Metrics(), preset=preset, corpus=corpus, imported_from=imported_from,
+        chat_template=chat_template,
     )
     write_config(path, info)
     for old in path.iterdir():

@@ -91,6 +91,9 @@ class CheckpointConfig:
     preset: str | None = None  # tiny, small, gpt2, or "imported"
     corpus: CorpusRecord | None = None  # None for imported weights
     imported_from: ImportRecord | None = None
+    # How a chat model's turns are laid out (Jinja, as in Hugging Face's tokenizer_config.json):
+    # taken over from an imported folder, carried into the bundle by export. None: a base model.
+    chat_template: str | None = None
     ignores_unknown_fields: ClassVar[bool] = True
 
     def problems(self) -> Iterator[tuple[str, str]]:

@@ -45,8 +45,10 @@ def import_weights(source: str | Path, out: str | Path, tokenizer: str | Path | 
         raise UserError(f"--out {out} already exists and is not empty: choose a new folder")
     if not source.exists():
         raise UserError(f"{source} does not exist: point at a Hugging Face GPT-2 folder or a nanoGPT ckpt.pt")
+    chat_template = None
     if source.is_dir() and (source / "config.json").is_file():
         config, state, tok, origin = _read_hf(source, tokenizer)
+        chat_template = _hf_chat_template(source)
     elif source.is_file() or (source / "ckpt.pt").is_file():
         ckpt = source if source.is_file() else source / "ckpt.pt"
         config, state, tok, origin = _read_nanogpt(ckpt, tokenizer)
@@ -67,7 +69,8 @@ def import_weights(source: str | Path, out: str | Path, tokenizer: str | Path | 
     try:
         with atomic.staged_dir(out) as stage:
             tok.save(str(stage / TOKENIZER_FILE))
-            save_checkpoint(stage, model, train, step=0, preset="imported", imported_from=origin)
+            save_checkpoint(stage, model, train, step=0, preset="imported", imported_from=origin,
+                            chat_template=chat_template)
     except FileExistsError:
         raise UserError(f"--out {out} appeared while importing: choose a new folder") from None
     except OSError as e:
@@ -163,6 +166,29 @@ def _read_hf(folder: Path, tokenizer: str | Path | None) -> tuple[GPTConfig, dic
             state[k] = state[k].t().contiguous()
     tok = _read_tokenizer(Path(tokenizer) if tokenizer else folder)
     return config, state, tok, ImportRecord("huggingface-gpt2", str(folder.resolve()))
+
+
+def _hf_chat_template(folder: Path) -> str | None:
+    """A chat model's template: ``chat_template.jinja``, or ``chat_template`` in
+    ``tokenizer_config.json`` (a string, or named templates of which "default" is the one used)."""
+    file, config = folder / "chat_template.jinja", folder / "tokenizer_config.json"
+    try:
+        if file.is_file():
+            template = file.read_text(encoding="utf-8")
+        elif config.is_file():
+            template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        else:
+            return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise UserError(f"cannot read the chat template in {folder} ({e}): fix or remove it") from None
+    if isinstance(template, list):  # [{"name": ..., "template": ...}, ...]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if template is None:
+        return None
+    if not isinstance(template, str) or not template.strip():
+        raise UserError(f"{folder}'s chat_template is not a Jinja template: fix or remove it")
+    return template  # compiled by gptedge export (the runtime renders it)
 
 
 def _load_hf_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,101 @@
+"""``POST /v1/chat/completions`` for a bundle that declares a chat template, driven by the official
+``openai`` client: the answer is what the runtime generates for the template's prompt, streamed
+the same, with logprobs and stop strings; requests the model cannot honour get error objects. (A
+base bundle's 400 is in test_serve.py.)"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+
+import pytest
+
+import gptedge.runtime
+from gptedge.runtime import contract
+from test_serve import serve
+
+openai = pytest.importorskip("openai", reason="the openai client is in the dev extra")
+
+TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+MESSAGES = [{"role": "system", "content": "You write Python."}, {"role": "user", "content": "The for statement"}]
+
+
+@pytest.fixture(scope="module")
+def chat_bundle(tmp_path_factory, optimized_bundle):
+    bundle = tmp_path_factory.mktemp("chat") / "bundle"
+    shutil.copytree(optimized_bundle, bundle)
+    manifest = contract.read_manifest(bundle)
+    manifest.chat_template = TEMPLATE
+    contract.write_manifest(bundle, manifest)
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, chat_bundle):
+    served = serve(chat_bundle, tmp_path_factory.mktemp("serve-chat"), "--slots", "2")
+    yield served.client()
+    served.proc.send_signal(signal.SIGTERM)
+    served.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def model(chat_bundle):
+    return gptedge.runtime.load(chat_bundle, variant="fp32", threads=1)
+
+
+def test_answer_is_the_runtimes_for_the_templates_prompt(client, model):
+    prompt = model.chat_prompt(MESSAGES)
+    assert prompt == "<|system|>You write Python.<|endoftext|>\n<|user|>The for statement<|endoftext|>\n<|assistant|>"
+    expected = model.generate(prompt, max_new_tokens=24, temperature=0)
+    assert model.chat(MESSAGES, max_new_tokens=24, temperature=0).token_ids == expected.token_ids
+    r = client.chat.completions.create(model="fp32", messages=MESSAGES, max_tokens=24, temperature=0)
+    assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
+    assert r.choices[0].message.role == "assistant" and r.choices[0].message.content == expected.text
+    assert r.choices[0].finish_reason == {"eos": "stop", "length": "length"}[expected.stop_reason]
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (expected.prompt_tokens, len(expected.token_ids))
+
+    stream = client.chat.completions.create(model="fp32", messages=MESSAGES, max_completion_tokens=24, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected.text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == \
+        [r.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len(expected.token_ids)
+
+
+def test_logprobs_and_stop(client, model):
+    r = client.chat.completions.create(model="fp32", messages=MESSAGES, max_tokens=8, temperature=0, logprobs=True,
+                                       top_logprobs=3, extra_body={"ignore_eos": True})  # gptedge's: exactly 8 tokens
+    expected = model.generate(model.chat_prompt(MESSAGES), max_new_tokens=8, temperature=0, ignore_eos=True)
+    entries = r.choices[0].logprobs.content
+    assert len(entries) == 8
+    for entry, token in zip(entries, expected.token_ids):
+        assert bytes(entry.bytes) == model.token_bytes[token]
+        assert len(entry.top_logprobs) == 3 and entry.top_logprobs[0].logprob == pytest.approx(entry.logprob)
+        assert [t.logprob for t in entry.top_logprobs] == sorted((t.logprob for t in entry.top_logprobs), reverse=True)
+    text = expected.text
+    stop = text[3:6] if len(text.strip()) > 6 else None
+    if stop:
+        s = client.chat.completions.create(model="fp32", messages=MESSAGES, max_tokens=8, temperature=0, stop=[stop])
+        assert s.choices[0].message.content == text[: text.index(stop)] and s.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("call,status,words", [
+    (dict(messages=[]), 400, "messages must be a non-empty list"),
+    (dict(messages=[{"role": "tool", "content": "42", "tool_call_id": "1"}]), 400, "role must be one of"),
+    (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]), 400,
+     "reads text only"),
+    (dict(messages=MESSAGES, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), 400,
+     "tools is not supported"),
+    (dict(messages=MESSAGES, response_format={"type": "json_object"}), 400, "structured output is not supported"),
+    (dict(messages=MESSAGES, top_logprobs=2), 400, "top_logprobs needs logprobs: true"),
+    (dict(messages=MESSAGES, max_tokens=10**6), 400, "max_tokens must be between 0 and the context length"),
+    (dict(messages=MESSAGES, n=2), 400, "n must be 1"),
+    (dict(messages=MESSAGES, model="int4"), 404, "is not served here"),
+])
+def test_requests_it_cannot_honour_get_error_objects(client, call, status, words):
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(**{"model": "fp32", **call})
+    assert e.value.status_code == status and words in e.value.message
