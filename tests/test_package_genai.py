@@ -70,3 +70,27 @@ def test_every_genai_folder_is_a_bundle_with_one_variant(genai_packages):
     assert "fp16" in {f.name for f in (out / "exported").iterdir()}  # a CUDA variant is packaged too
     fp16 = json.loads((out / "exported" / "fp16" / "genai_config.json").read_text())
     assert fp16["model"]["decoder"]["session_options"]["provider_options"] == [{"cuda": {}}]
+
+
+# Whitespace controlled with "-" in the template itself: onnxruntime-genai 0.18 renders templates
+# without transformers' trim_blocks and lstrip_blocks (the README says so), and agrees on these.
+CHAT_TEMPLATE = ("{%- for m in messages %}\n{{- '<|' + m['role'] + '|>\\n' + m['content'] + eos_token }}\n"
+                 "{%- endfor %}\n{%- if add_generation_prompt %}<|assistant|>\n{% endif %}")
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a for loop? naïve"}]
+
+
+def test_genai_lays_out_chat_messages_as_the_runtime(tmp_path, optimized_bundle):
+    """A chat bundle's template travels in tokenizer_config.json, where genai's tokenizer reads it."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(optimized_bundle, bundle)
+    manifest = contract.read_manifest(bundle)
+    manifest.chat_template = CHAT_TEMPLATE
+    contract.write_manifest(bundle, manifest)
+    assert main(["package", str(bundle), str(tmp_path / "genai"), "--for", "genai", "--quiet"]) == 0
+    tokenizer = og.Tokenizer(og.Model(str(tmp_path / "genai" / "fp32")))
+    theirs = tokenizer.apply_chat_template(json.dumps(MESSAGES), add_generation_prompt=True)
+    ours = gptedge.runtime.load(bundle, variant="fp32").chat_prompt(MESSAGES)
+    assert ours == "<|system|>\nBe brief.<|endoftext|><|user|>\nWhat is a for loop? naïve<|endoftext|><|assistant|>\n"
+    assert theirs == ours
