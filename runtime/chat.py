@@ -62,7 +62,15 @@ def render(template: str, messages: Any, bos_token: str, eos_token: str) -> str:
 
 
 def check_template(template: str) -> None:
-    """A UserError unless ``template`` compiles (for a writer: a bad template fails before it is stored)."""
+    """A UserError unless ``template`` is one a manifest can hold and it compiles (for a writer: a
+    bad template fails before it is stored)."""
+    from gptedge.runtime.contract import MAX_CHAT_TEMPLATE
+
+    if not template.strip():
+        raise UserError(f"the chat template is empty: give a Jinja template of 1 to {MAX_CHAT_TEMPLATE} characters")
+    if len(template) > MAX_CHAT_TEMPLATE:
+        raise UserError(f"the chat template has {len(template)} characters: give a Jinja template of 1 to "
+                        f"{MAX_CHAT_TEMPLATE} characters")
     _compile(template)
 
 

@@ -53,6 +53,8 @@ def run_serve(args: argparse.Namespace) -> int:
     host, port = server.server_address[:2]
     print(f"gptedge serve: {model.describe()}, {args.slots} slots, on http://{host}:{port}/v1"
           + (" (API key required)" if api_key else ""), file=sys.stderr, flush=True)
+    if server.app.chat_problem:
+        print(f"gptedge serve: warning: chat completions are off: {server.app.chat_problem}", file=sys.stderr)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 from gptedge.errors import UserError
-from gptedge.runtime import Busy, Engine, Model, token_logprobs
+from gptedge.runtime import Busy, Engine, Model, chat, token_logprobs
 from gptedge.runtime.engine import Event, Job
 from gptedge.serve import openai
 from gptedge.serve.metrics import prometheus
@@ -42,6 +42,13 @@ class App:
         self.model_id = model.variant
         self.started = int(time.time())
         self.rejected = 0
+        # Why the bundle's chat template cannot be used here (jinja2 missing), said once at start.
+        self.chat_problem: str | None = None
+        if model.manifest.chat_template is not None:
+            try:
+                chat.check_template(model.manifest.chat_template)
+            except UserError as e:
+                self.chat_problem = str(e)
 
     def models(self) -> dict:
         m = self.model.manifest
@@ -142,6 +149,9 @@ class Handler(BaseHTTPRequestHandler):
         if m.chat_template is None:
             raise openai.ApiError(400, "this bundle declares no chat template (it is a base model, which continues "
                                        "text): use POST /v1/completions with a prompt")
+        if app.chat_problem:
+            raise openai.ApiError(500, f"chat completions are unavailable on this server: {app.chat_problem}",
+                                  kind="server_error")
         request = self._served(openai.read_chat(body, app.model.settings, m.model.context_length, m.model.vocab_size))
         try:
             request.prompts = [app.model.chat_prompt(request.prompts[0])]

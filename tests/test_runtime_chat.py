@@ -69,6 +69,9 @@ def test_bad_messages_are_one_line_errors(messages, words):
 def test_template_errors_are_one_line(monkeypatch):
     with pytest.raises(UserError, match=r"not valid Jinja \(line 1: .*\): fix the template"):
         chat.check_template("{% for m in messages %}{{ m }}")
+    for blank in ("", "  \n"):
+        with pytest.raises(UserError, match="give a Jinja template of 1 to 65536 characters"):
+            chat.check_template(blank)
     with pytest.raises(UserError, match="the chat template refused these messages: the first turn must be the user's"):
         chat.render(TEMPLATES["rules"], [{"role": "assistant", "content": "hi"}], EOS, EOS)
     with pytest.raises(UserError, match="refused these messages: .*unsafe|refused these messages: .*attribute"):

@@ -11,8 +11,9 @@ import signal
 import pytest
 
 import gptedge.runtime
+from blockers import HEAVY, blocking
 from gptedge.runtime import contract
-from test_serve import serve
+from test_serve import SERVE, serve
 
 openai = pytest.importorskip("openai", reason="the openai client is in the dev extra")
 
@@ -99,3 +100,21 @@ def test_requests_it_cannot_honour_get_error_objects(client, call, status, words
     with pytest.raises(openai.APIStatusError) as e:
         client.chat.completions.create(**{"model": "fp32", **call})
     assert e.value.status_code == status and words in e.value.message
+
+
+def test_without_jinja2_chat_is_a_500_naming_the_extra_and_completions_go_on(tmp_path, chat_bundle, monkeypatch):
+    """A runtime-only install serving a chat bundle: the server says so at start, and the chat
+    route answers with the fix while completions work."""
+    import test_serve
+
+    monkeypatch.setattr(test_serve, "SERVE", SERVE.replace(blocking(HEAVY), blocking((*HEAVY, "jinja2"))))
+    served = test_serve.serve(chat_bundle, tmp_path)
+    try:
+        client = served.client()
+        with pytest.raises(openai.InternalServerError, match=r"pip install 'gptedge\[chat\]'"):
+            client.chat.completions.create(model="fp32", messages=MESSAGES, max_tokens=4)
+        assert client.completions.create(model="fp32", prompt="The for", max_tokens=4).choices[0].text
+    finally:
+        served.proc.send_signal(signal.SIGTERM)
+        served.proc.wait(timeout=30)
+    assert "chat completions are off" in served.log.read_text()
