@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from gptedge.errors import UserError, check_text
+from gptedge.runtime.contract import MAX_CHAT_TEMPLATE
 
 ROLES = ("system", "developer", "user", "assistant")
 
@@ -64,8 +65,6 @@ def render(template: str, messages: Any, bos_token: str, eos_token: str) -> str:
 def check_template(template: str) -> None:
     """A UserError unless ``template`` is one a manifest can hold and it compiles (for a writer: a
     bad template fails before it is stored)."""
-    from gptedge.runtime.contract import MAX_CHAT_TEMPLATE
-
     if not template.strip():
         raise UserError(f"the chat template is empty: give a Jinja template of 1 to {MAX_CHAT_TEMPLATE} characters")
     if len(template) > MAX_CHAT_TEMPLATE:
@@ -78,7 +77,8 @@ def _jinja2() -> Any:
     try:
         import jinja2
     except ImportError:
-        raise UserError("this bundle declares a chat template, which needs jinja2: pip install 'gptedge[chat]'") from None
+        raise UserError("this bundle declares a chat template, which needs jinja2: "
+                        "pip install 'gptedge[chat]'") from None
     return jinja2
 
 
@@ -102,4 +102,5 @@ def _compile(template: str) -> Any:
     try:
         return env.from_string(template)
     except jinja2.TemplateSyntaxError as e:
-        raise UserError(f"the chat template is not valid Jinja (line {e.lineno}: {e.message}): fix the template") from None
+        raise UserError(f"the chat template is not valid Jinja (line {e.lineno}: {e.message}): "
+                        f"fix the template") from None

@@ -7,8 +7,9 @@ with 32 concurrent streaming clients). So ``gptedge serve`` runs on a runtime-on
 
 Routes: ``POST /v1/completions`` (streamed as server-sent events when asked), ``POST
 /v1/chat/completions`` (the messages laid out by the bundle's chat template; a 400 for a bundle
-that declares none, a base model), ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text). With an API key,
-``/v1/*`` needs ``Authorization: Bearer KEY``. A client that goes away cancels its generation.
+that declares none, a base model), ``GET /v1/models``, ``GET /health``, ``GET /metrics``
+(Prometheus text). With an API key, ``/v1/*`` needs ``Authorization: Bearer KEY``. A client that
+goes away cancels its generation.
 """
 
 from __future__ import annotations
@@ -166,8 +167,9 @@ class Handler(BaseHTTPRequestHandler):
         for ready in self._events([job]):
             chunks = []
             for _, event in ready:
-                entry = self._chat_logprob(event, request.top_logprobs) if request.logprobs and event.token is not None else None
-                if entry is not None:
+                entry = None
+                if request.logprobs and event.token is not None:
+                    entry = self._chat_logprob(event, request.top_logprobs)
                     logprobs.append(entry)
                 if event.result is not None:
                     finish = openai.FINISH.get(event.finish_reason, "stop")

@@ -3,9 +3,9 @@ the engine takes, and results shaped into the response, stream chunk and error o
 
 Checked the way the OpenAI API checks: a wrong type or value is a 400 ``invalid_request_error``
 naming the parameter; parameters this server cannot honour (``n`` > 1, a ``suffix``, presence or
-frequency penalties, tools, structured output) are refused rather than ignored, so a client never gets silently different
-behaviour. gptedge's own ``top_k``, ``repetition_penalty`` and ``ignore_eos`` are accepted as extra
-fields.
+frequency penalties, tools, structured output) are refused rather than ignored, so a client never
+gets silently different behaviour. gptedge's own ``top_k``, ``repetition_penalty`` and
+``ignore_eos`` are accepted as extra fields.
 """
 
 from __future__ import annotations
