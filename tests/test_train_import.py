@@ -77,6 +77,9 @@ def test_hf_chat_template_goes_into_the_bundle(tmp_path, hf_gpt2, tokenizer_file
     other.write_text("{% for m in messages %}")
     assert "is not valid Jinja (line 1" in one_line_error(capsys, [*export, str(other)])
     assert not (tmp_path / "new").exists()
+    (folder / "tokenizer_config.json").write_text('["not", "an", "object"]')
+    error = one_line_error(capsys, ["import", str(folder), "--out", str(tmp_path / "ckpt2")])
+    assert "tokenizer_config.json holds list, not an object" in error and not (tmp_path / "ckpt2").exists()
 
 
 def test_hf_gpt2_hub_layout(tmp_path, hf_gpt2, tokenizer_file):

@@ -176,10 +176,13 @@ def _hf_chat_template(folder: Path) -> str | None:
         if file.is_file():
             template = file.read_text(encoding="utf-8")
         elif config.is_file():
-            template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+            settings = json.loads(config.read_text(encoding="utf-8"))
+            if not isinstance(settings, dict):
+                raise UserError(f"{config} holds {type(settings).__name__}, not an object: fix or remove it")
+            template = settings.get("chat_template")
         else:
             return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"cannot read the chat template in {folder} ({e}): fix or remove it") from None
     if isinstance(template, list):  # [{"name": ..., "template": ...}, ...]
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
