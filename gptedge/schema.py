@@ -14,7 +14,6 @@ Standard library only: the runtime reads bundles with it on devices without torc
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from pathlib import PurePosixPath
@@ -170,13 +169,6 @@ def not_negative(obj: Any, *names: str) -> Iterator[tuple[str, str]]:
         value = getattr(obj, name)
         if value is not None and not value >= 0:  # NaN fails too
             yield name, f"must be >= 0, not {value!r}"
-
-
-def finite(obj: Any, *names: str) -> Iterator[tuple[str, str]]:
-    for name in names:
-        value = getattr(obj, name)
-        if value is not None and not math.isfinite(value):
-            yield name, f"must be a finite number, not {value!r}"
 
 
 def one_of(obj: Any, name: str, allowed: tuple[str, ...]) -> Iterator[tuple[str, str]]:
