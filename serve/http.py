@@ -231,6 +231,8 @@ class Handler(BaseHTTPRequestHandler):
             tag = lambda e: e  # noqa: E731
         left = len(jobs)
         try:
+            if self._client_gone():  # it left while its request was read: nothing to generate for
+                raise ConnectionResetError("the client went away")
             while left:
                 try:
                     ready = [tag(merged.get(timeout=POLL_S))]
