@@ -34,3 +34,17 @@ def optimized_bundle(tmp_path_factory, tiny_bundle) -> Path:
     shutil.copytree(tiny_bundle, out)
     assert main(["optimize", str(out), "--quiet"]) == 0
     return out
+
+
+def chat_copy(bundle: Path, folder: Path, template: str) -> Path:
+    """A copy of ``bundle`` in ``folder`` that declares ``template`` as its chat template."""
+    import shutil
+
+    from gptedge.runtime import contract
+
+    copy = folder / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = contract.read_manifest(copy)
+    manifest.chat_template = template
+    contract.write_manifest(copy, manifest)
+    return copy

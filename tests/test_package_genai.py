@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gptedge.runtime
+from fixtures_export import chat_copy
 from gptedge.runtime import contract
 from gptedge.cli import main
 from gptedge.runtime.next_token import _logits
@@ -81,13 +82,7 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 def test_genai_lays_out_chat_messages_as_the_runtime(tmp_path, optimized_bundle):
     """A chat bundle's template travels in tokenizer_config.json, where genai's tokenizer reads it."""
-    import shutil
-
-    bundle = tmp_path / "bundle"
-    shutil.copytree(optimized_bundle, bundle)
-    manifest = contract.read_manifest(bundle)
-    manifest.chat_template = CHAT_TEMPLATE
-    contract.write_manifest(bundle, manifest)
+    bundle = chat_copy(optimized_bundle, tmp_path, CHAT_TEMPLATE)
     assert main(["package", str(bundle), str(tmp_path / "genai"), "--for", "genai", "--quiet"]) == 0
     tokenizer = og.Tokenizer(og.Model(str(tmp_path / "genai" / "fp32")))
     theirs = tokenizer.apply_chat_template(json.dumps(MESSAGES), add_generation_prompt=True)

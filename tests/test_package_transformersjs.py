@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from cli_checks import client_missing
+from fixtures_export import chat_copy
 
 # The bundles come through request.getfixturevalue (so that a skip comes before building them), which
 # conftest's automatic marking does not see: these tests train, export and quantize, so they are slow.
@@ -143,13 +144,8 @@ def test_transformersjs_lays_out_chat_messages_as_the_runtime(tmp_path, optimize
     node = _require_node()
     from gptedge import runtime
     from gptedge.cli import main
-    from gptedge.runtime import contract
 
-    bundle = tmp_path / "bundle"
-    shutil.copytree(optimized_bundle, bundle)
-    manifest = contract.read_manifest(bundle)
-    manifest.chat_template = CHAT_TEMPLATE
-    contract.write_manifest(bundle, manifest)
+    bundle = chat_copy(optimized_bundle, tmp_path, CHAT_TEMPLATE)
     out = tmp_path / "package" / "chatgpt"
     assert main(["package", str(bundle), "--for", "transformersjs", "--quiet", str(out)]) == 0
     assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE

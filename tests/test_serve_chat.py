@@ -5,14 +5,13 @@ base bundle's 400 is in test_serve.py.)"""
 
 from __future__ import annotations
 
-import shutil
 import signal
 
 import pytest
 
 import gptedge.runtime
 from blockers import HEAVY, blocking
-from gptedge.runtime import contract
+from fixtures_export import chat_copy
 from test_serve import SERVE, serve
 
 openai = pytest.importorskip("openai", reason="the openai client is in the dev extra")
@@ -24,12 +23,7 @@ MESSAGES = [{"role": "system", "content": "You write Python."}, {"role": "user",
 
 @pytest.fixture(scope="module")
 def chat_bundle(tmp_path_factory, optimized_bundle):
-    bundle = tmp_path_factory.mktemp("chat") / "bundle"
-    shutil.copytree(optimized_bundle, bundle)
-    manifest = contract.read_manifest(bundle)
-    manifest.chat_template = TEMPLATE
-    contract.write_manifest(bundle, manifest)
-    return bundle
+    return chat_copy(optimized_bundle, tmp_path_factory.mktemp("chat"), TEMPLATE)
 
 
 @pytest.fixture(scope="module")
