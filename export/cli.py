@@ -119,6 +119,7 @@ def register_quantize(subparsers: argparse._SubParsersAction) -> None:
         "stays. The manifest lists it only once the new graph has loaded and run.\n\n"
         "precisions (--to):\n"
         "  int8         dynamic int8 matmuls, per-channel weights; for CPUs (7-bit weights on x86 without VNNI)\n"
+        "               (--int8-format blocks: 8-bit MatMulNBits blocks, faster decode, slower prefill)\n"
         "  int4         4-bit weight blocks of up to 128 (MatMulNBits), output head and token table at 4 bits\n"
         "               (--head-bits 8: closer to fp32, larger); for CPUs\n"
         "  fp16         half precision with a float16 KV cache; for GPU providers (cuda, directml, webgpu)\n"
@@ -137,6 +138,9 @@ def register_quantize(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--head-bits", type=int, choices=(4, 8), default=None,
                    help="int4 only: bits of the output head and the token table it shares (default: "
                    "4, the smaller file; 8 keeps the logits closer to fp32)")
+    q.add_argument("--int8-format", choices=("per-channel", "blocks"), default=None,
+                   help="int8 only: per-channel (default: MatMulInteger, the faster first token) or blocks "
+                   "(8-bit MatMulNBits, as onnxruntime-genai's int8: faster decode on AVX-512 CPUs, slower prefill)")
     q.add_argument("--text", metavar="FILE", help="calibration text for int8-static (default: the held-out "
                    "split of the default corpus)")
     q.add_argument("--force", action="store_true", help="replace a variant the bundle already has")
@@ -167,10 +171,11 @@ def register_quantize(subparsers: argparse._SubParsersAction) -> None:
 
 def run_quantize(args: argparse.Namespace) -> int:
     require("onnx", "export")
-    from gptedge.export.quantize import precisions_for, quantize_bundle, report
+    from gptedge.export.quantize import Choices, precisions_for, quantize_bundle, report
 
     results = quantize_bundle(resolve_bundle(args.bundle), precisions_for(args.to, args.target), text_file=args.text,
-                              force=args.force, quiet=args.quiet, head_bits=args.head_bits)
+                              force=args.force, quiet=args.quiet,
+                              choices=Choices(head_bits=args.head_bits, int8_format=args.int8_format))
     print(report(results))
     return 0
 

@@ -63,20 +63,32 @@ def variant_file(precision: str) -> str:
     return f"model.{precision}.onnx"
 
 
-def head_bits_for(precisions: Sequence[str], head_bits: int | None) -> int | None:
-    """The int4 output head's bits, checked: ``None`` takes the default (``quantize_int4.HEAD_BITS``);
-    a value is refused when it is not a choice or when no int4 variant is being made."""
-    if head_bits is None:
-        return None
-    from gptedge.export.quantize_int4 import HEAD_BITS_CHOICES
+@dataclass(frozen=True)
+class Choices:
+    """The settings a user may change, each for one precision (None: that precision's default).
 
-    if not isinstance(head_bits, int) or head_bits not in HEAD_BITS_CHOICES:
-        raise UserError(f"--head-bits {head_bits!r} is not a choice: use "
-                        f"{' or '.join(str(b) for b in HEAD_BITS_CHOICES)}")
-    if "int4" not in precisions:
-        raise UserError(f"--head-bits sets the int4 variant's output head, and {', '.join(precisions)} has none: "
-                        f"leave it out, or quantize --to int4 (or --target cpu)")
-    return head_bits
+    - ``head_bits`` (int4): bits of the output head and the token table it shares, 4 or 8
+      (``quantize_int4.HEAD_BITS_CHOICES``);
+    - ``int8_format`` (int8): "per-channel" (MatMulInteger, the faster first token) or "blocks"
+      (8-bit MatMulNBits, the faster decode on CPUs with AVX-512); see ``quantize_int8``."""
+
+    head_bits: int | None = None
+    int8_format: str | None = None
+
+    def check(self, precisions: Sequence[str]) -> None:
+        """Refuse a value that is not a choice, or one set for a precision not being made."""
+        from gptedge.export.quantize_int4 import HEAD_BITS_CHOICES
+        from gptedge.export.quantize_int8 import FORMATS
+
+        for flag, value, precision, choices in (("--head-bits", self.head_bits, "int4", HEAD_BITS_CHOICES),
+                                                ("--int8-format", self.int8_format, "int8", FORMATS)):
+            if value is None:
+                continue
+            if value not in choices or isinstance(value, bool):
+                raise UserError(f"{flag} {value!r} is not a choice: use {' or '.join(str(c) for c in choices)}")
+            if precision not in precisions:
+                raise UserError(f"{flag} is for the {precision} variant, and this command makes {', '.join(precisions)}: "
+                                f"leave it out, or quantize --to {precision} (or --target cpu)")
 
 
 def precisions_for(to: str | None, target: str | None) -> list[str]:
@@ -107,18 +119,17 @@ def quantize_bundle(
     text_file: str | Path | None = None,
     force: bool = False,
     quiet: bool = False,
-    head_bits: int | None = None,
+    choices: Choices = Choices(),
 ) -> list[QuantizeResult]:
     """Add one variant per precision, each committed on its own; all checks run before any work.
-    ``head_bits`` (4 or 8, int4 only; default ``quantize_int4.HEAD_BITS``) is the precision of the
-    int4 variant's output head and the token table it shares.
+    ``choices`` changes a precision's defaults (the int4 head's bits, the int8 format).
     The bundle's lock is held throughout: a second quantize (or optimize, eval) waits, then adds
     its own variant to the manifest this one committed."""
     bundle_dir = Path(bundle_dir)
     for precision in precisions:
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    head_bits = head_bits_for(precisions, head_bits)
+    choices.check(precisions)
     if text_file is not None and "int8-static" not in precisions:
         raise UserError("--text is calibration text for int8-static; the other precisions need none: leave it out")
     with Transaction(bundle_dir, "quantize", steps=3 * len(precisions), quiet=quiet) as t:
@@ -130,7 +141,7 @@ def quantize_bundle(
                 )
         fp32_path = contract.verify_variant(bundle_dir, t.manifest, "fp32")
         tokens = calibration_tokens(bundle_dir, t.manifest, text_file) if "int8-static" in precisions else None
-        return [_add_variant(t, fp32_path, precision, tokens, head_bits) for precision in precisions]
+        return [_add_variant(t, fp32_path, precision, tokens, choices) for precision in precisions]
 
 
 def calibration_tokens(bundle_dir: Path, manifest: contract.Manifest, text_file: str | Path | None) -> np.ndarray:
@@ -148,12 +159,12 @@ def calibration_tokens(bundle_dir: Path, manifest: contract.Manifest, text_file:
 
 
 def _add_variant(
-    t: Transaction, fp32_path: Path, precision: str, tokens: np.ndarray | None, head_bits: int | None = None
+    t: Transaction, fp32_path: Path, precision: str, tokens: np.ndarray | None, choices: Choices
 ) -> QuantizeResult:
     """Convert, check and commit one precision (the manifest then lists it; a later one may fail)."""
     manifest = t.manifest
     t.step(f"{precision}: convert")
-    model, settings = convert(precision, fp32_path, manifest, tokens, head_bits)
+    model, settings = convert(precision, fp32_path, manifest, tokens, choices)
     meant_for = providers_for(precision, model, settings)
     needs = oldest_onnxruntime(model)
 
@@ -201,20 +212,19 @@ def _order(name: str) -> int:
 
 def convert(
     precision: str, fp32_path: Path, manifest: contract.Manifest, tokens: np.ndarray | None,
-    head_bits: int | None = None,
+    choices: Choices = Choices(),
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """The converted graph (in memory) and the settings that made it (``head_bits``: int4's output
-    head, None for the default)."""
+    """The converted graph (in memory) and the settings that made it."""
     model = onnx.load(str(fp32_path))  # with its external data, if any
     with _quiet_quantizers():
         if precision == "int8":
-            from gptedge.export.quantize_int8 import quantize_int8
+            from gptedge.export.quantize_int8 import FORMATS, quantize_int8
 
-            return quantize_int8(model)
+            return quantize_int8(model, manifest.model.n_embd, choices.int8_format or FORMATS[0])
         if precision == "int4":
             from gptedge.export.quantize_int4 import HEAD_BITS, quantize_int4
 
-            return quantize_int4(model, manifest.model.n_embd, HEAD_BITS if head_bits is None else head_bits)
+            return quantize_int4(model, manifest.model.n_embd, HEAD_BITS if choices.head_bits is None else choices.head_bits)
         if precision == "fp16":
             from gptedge.export.quantize_fp16 import convert_fp16
 
@@ -268,6 +278,8 @@ def report(results: list[QuantizeResult]) -> str:
             line += f"; {r.settings['reduce_range_reason']}"
         if "npu_note" in r.settings:
             line += f"; {r.settings['npu_note']}"
+        if "block_size" in r.settings:
+            line += f"; {r.settings['bits']}-bit blocks of {r.settings['block_size']} (MatMulNBits)"
         if "output_head_bits" in r.settings:
             line += f"; output head and token table at {r.settings['output_head_bits']} bits"
         lines.append(line)

@@ -41,9 +41,11 @@ def block_size(n_embd: int) -> int:
     return next((b for b in BLOCK_SIZES if n_embd % b == 0), BLOCK_SIZES[-1])
 
 
-def _block_quantize(
+def block_quantize(
     model: onnx.ModelProto, bits: int, block: int, op_types: tuple[str, ...], exclude: list[str]
 ) -> onnx.ModelProto:
+    """onnxruntime's weight-only quantizer: symmetric ``bits``-bit blocks of ``block`` values along
+    each matrix's input dimension (MatMulNBits) and, for "Gather", along the embedding's width."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(
@@ -73,11 +75,11 @@ def quantize_int4(
     if tied is not None:
         tied_embedding.untie(model, tied)
         keep = [tied.gather] + ([tied.head] if head_bits != 4 else [])
-    model = _block_quantize(model, 4, block, ("MatMul", "Gather"), exclude=keep)
+    model = block_quantize(model, 4, block, ("MatMul", "Gather"), exclude=keep)
     if tied is not None:
         if head_bits != 4:
             # The blocks' other MatMuls (attention scores) have no constant weight: only the head is left.
-            model = _block_quantize(model, head_bits, block, ("MatMul",), exclude=[])
+            model = block_quantize(model, head_bits, block, ("MatMul",), exclude=[])
         tied_embedding.retie_blockwise(model, tied, head_bits, block)
     settings = {
         "method": "onnxruntime MatMulNBitsQuantizer: weight-only, symmetric blocks",

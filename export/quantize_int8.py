@@ -1,9 +1,19 @@
-"""int8: dynamic quantization for CPUs, the safe default.
+"""int8: 8-bit weights for CPUs, the safe default, in one of two formats (``FORMATS``).
 
-Every weight matrix is stored as int8 with one scale per output channel; activations are
-quantized to uint8 on the fly at each run (``DynamicQuantizeLinear``) and the products run as
-integer matmuls, so no calibration data is needed. The tied token matrix is stored once, as the
-head's int8 weights (see ``tied_embedding``); the position table stays fp32 (context x C floats).
+"per-channel" (the default): every weight matrix is stored as int8 with one scale per output
+channel; activations are quantized to uint8 on the fly at each run (``DynamicQuantizeLinear``) and
+the products run as integer matmuls (onnxruntime fuses them into ``DynamicQuantizeMatMul``), so no
+calibration data is needed. Its integer GEMM makes the prompt's prefill fast.
+
+"blocks": 8-bit symmetric blocks along each matrix's input dimension, run by ``MatMulNBits``
+(the format of onnxruntime-genai's int8), as the int4 variant's blocks but at 8 bits. Its
+single-row kernel streams the weights faster, so decode is faster on x86 CPUs with AVX-512, while
+the prefill of a prompt is slower (the README has both figures): the choice for long answers to
+short prompts. It needs a newer onnxruntime (``export.compat``). It was measured on an AVX-512 VNNI
+CPU only.
+
+Either way the tied token matrix is stored once, as the head's 8-bit weights (see
+``tied_embedding``); the position table stays fp32 (context x C floats).
 
 ``reduce_range`` (7-bit weights) is for x86 CPUs without VNNI: there onnxruntime multiplies
 uint8 x int8 with AVX2's ``vpmaddubsw``, which adds pairs of products in int16 and saturates;
@@ -50,14 +60,22 @@ def reduce_range() -> tuple[bool, str]:
     return True, "this CPU has no VNNI (avx512_vnni/avx_vnni): 7-bit weights (reduce_range) avoid int16 saturation"
 
 
-def quantize_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """The int8 graph and the settings used (for the manifest); ``model`` is consumed."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+FORMATS = ("per-channel", "blocks")  # the first is the default
 
-    seven_bits, reason = reduce_range()
+
+def quantize_int8(model: onnx.ModelProto, n_embd: int, int8_format: str = FORMATS[0]) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The int8 graph of a model ``n_embd`` wide in ``int8_format`` and the settings used (for the
+    manifest, where the method and the block size tell the formats apart); ``model`` is consumed."""
+    if int8_format not in FORMATS:
+        raise ValueError(f"int8_format={int8_format!r}: int8 is stored as {' or '.join(FORMATS)}")
     tied = tied_embedding.find(model)
     if tied is not None:
         tied_embedding.untie(model, tied)
+    if int8_format == "blocks":
+        return _blocks(model, n_embd, tied)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    seven_bits, reason = reduce_range()
     with tempfile.TemporaryDirectory(prefix="gptedge-int8-") as tmp:
         out = Path(tmp) / "model.int8.onnx"
         quantize_dynamic(
@@ -75,3 +93,24 @@ def quantize_int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, An
         "position_embedding": "fp32",
     }
     return quantized, settings
+
+
+def _blocks(model: onnx.ModelProto, n_embd: int, tied: tied_embedding.TiedMatrix | None) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The "blocks" format: 8-bit MatMulNBits with int4's block length and accuracy level (the
+    activations go to int8 per block, the dot products are integer). The quantizer quantizes a
+    Gather at 4 bits only, so the position table stays fp32 and the token table is retied."""
+    from gptedge.export.quantize_int4 import ACCURACY_LEVEL, block_quantize, block_size
+
+    block = block_size(n_embd)
+    model = block_quantize(model, 8, block, ("MatMul",), exclude=[])
+    if tied is not None:
+        tied_embedding.retie_blockwise(model, tied, 8, block)
+    settings = {
+        "method": "onnxruntime MatMulNBitsQuantizer: weight-only, symmetric blocks",
+        "bits": 8,
+        "block_size": block,
+        "accuracy_level": ACCURACY_LEVEL,
+        "token_embedding": "8-bit blocks shared with the output head" if tied else "fp32",
+        "position_embedding": "fp32",
+    }
+    return model, settings
