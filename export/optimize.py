@@ -19,7 +19,7 @@ What runs, and why this and not something else (the measured figures are in the 
 - **No offline onnxruntime optimisation is saved**: onnxruntime optimises the graph again every time
   it loads it, on the machine that runs it. A graph saved at ORT_ENABLE_ALL holds layout choices for
   this CPU's instruction set; saved at BASIC or EXTENDED it holds a second, transposed copy of the
-  token matrix (constant folding of the head's Transpose: 498 -> 652 MB for gpt2) and only the
+  token matrix (constant folding of the head's Transpose, about a third more file at gpt2) and only the
   fusions onnxruntime also does at load time.
 - **Known traps, each checked on the result**: the GELU keeps its form (tanh stays tanh: a tanh GELU
   fused as exact is a real logit error that random-weight parity barely sees); the tied token

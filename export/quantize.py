@@ -53,7 +53,7 @@ PROVIDERS: dict[str, list[str]] = {
     "int8-static": ["qnn", "nnapi", "cpu"],
 }
 # Manifest order. The runtime's "auto" takes the first variant that suits a CPU-like provider, so
-# the order is the recommendation: int8 (within 0.1 % of fp32's perplexity on our models), then
+# the order is the recommendation: int8 (the closest to fp32's perplexity, README), then
 # int4 (smaller, as fast), then fp32; the QDQ graph is for NPUs and runs no faster than fp32 on a CPU.
 ORDER = ("int8", "int4", "fp32", "int8-static", "fp16")
 TOOLS = ("onnxruntime", "onnx")

@@ -2,7 +2,7 @@
 
 After ``fuse_attention`` every layer is one ``MultiHeadAttention(q, k, v, mask, past) -> present``
 whose present is a *new* tensor of P + T positions: each decode step copies the whole cache into
-it, so a step at a 90 % full context costs about 1.3-1.4x one at past 64 (gpt2 shape). onnxruntime's
+it, so a step near the end of the context costs clearly more than one early on (README). onnxruntime's
 ``GroupQueryAttention`` can instead write the new keys and values *into* the past buffer when the
 caller binds the same memory as past and present (``past_present_share_buffer``): the buffer is
 allocated once, (B, nh, C, hs), and a step writes only its own column.
