@@ -62,6 +62,31 @@ def test_genai_generates_what_gptedge_generates(genai_packages, layout, variant)
     assert np.abs(prefill.astype(np.float64) - reference).max() <= 1e-4
 
 
+@pytest.mark.parametrize("layout", ["exported", "optimized"])
+def test_a_genai_batch_of_unequal_prompts_equals_each_prompt_alone(genai_packages, layout):
+    """genai left-pads a batch (its tokenizer's ``encode_batch``); both layouts mask that padding, so
+    each row generates what the prompt generates alone (the shared layout through its padding
+    bias: onnxruntime-genai's own builder graphs leave it out, and there the shorter row differs)."""
+    out, bundles = genai_packages
+    model = og.Model(str(out / layout / "fp32"))
+    tokenizer = og.Tokenizer(model)
+    prompts = [PROMPT + " in Python is", "The"]  # unequal token counts
+    batch = tokenizer.encode_batch(prompts)
+    params = og.GeneratorParams(model)
+    total = max(len(tokenizer.encode(p)) for p in prompts) + NEW_TOKENS  # the padded width + new
+    params.set_search_options(max_length=total, min_length=total, do_sample=False, batch_size=len(prompts))
+    generator = og.Generator(model, params)
+    generator.append_tokens(batch)
+    while not generator.is_done():
+        generator.generate_next_token()
+    ours = gptedge.runtime.load(bundles[layout], variant="fp32")
+    lengths = {len(ours.encode(p)) for p in prompts}
+    assert len(lengths) == 2, lengths
+    for row, prompt in enumerate(prompts):
+        alone = ours.generate(prompt, max_new_tokens=NEW_TOKENS, temperature=0, ignore_eos=True).token_ids
+        assert list(generator.get_sequence(row))[-NEW_TOKENS:] == alone, (layout, prompt)
+
+
 def test_every_genai_folder_is_a_bundle_with_one_variant(genai_packages):
     out, bundles = genai_packages
     for folder in (out / "exported").iterdir():
