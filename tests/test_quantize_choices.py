@@ -184,3 +184,20 @@ def test_int8_blocks_quality_is_within_the_int8_budget(int8_blocks_bundle, quant
     fp32 = logits(quantized_bundle, "fp32")
     diff = {b: np.abs(logits(b, "int8") - fp32).max() for b in (quantized_bundle, int8_blocks_bundle)}
     assert diff[int8_blocks_bundle] <= 2 * diff[quantized_bundle] + 0.05, diff
+
+
+def test_the_web_page_prefers_int4_to_int8_blocks(int8_blocks_bundle, quantized_bundle, tmp_path):
+    """onnxruntime-web runs MatMulNBits slowly at either width: ``gptedge web``'s auto choice takes
+    per-channel int8 first, then int4 (the smaller file), and int8 blocks only before fp32."""
+    from gptedge.package.folder import Source
+    from gptedge.web.site import choose
+
+    def auto(bundle: Path) -> str:
+        return choose(Source(bundle, contract.read_bundle(bundle), []), "auto")
+
+    assert auto(quantized_bundle) == "int8"  # per-channel, beside int4
+    assert auto(int8_blocks_bundle) == "int8"  # blocks, beside fp32 only
+    both = tmp_path / "bundle"
+    shutil.copytree(int8_blocks_bundle, both)
+    assert main(["quantize", str(both), "--to", "int4", "--quiet"]) == 0
+    assert auto(both) == "int4"

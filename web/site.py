@@ -34,8 +34,19 @@ CONFIG_FILE = "web.json"
 # MatMulInteger and the QDQ graph run on WASM only).
 WEBGPU_PRECISIONS = ("fp32", "fp16", "int4")
 # --variant auto: onnxruntime-web's WebAssembly kernels for int8 (MatMulInteger) are faster than its
-# 4-bit MatMulNBits on the machines measured (README), and the file is small.
-PREFERENCE = ("int8", "int4", "fp32")
+# 4-bit MatMulNBits on the machines measured (README), and the file is small. An int8 variant made as
+# 8-bit MatMulNBits blocks (``quantize --int8-format blocks``) runs the slow kernel too, so it comes
+# after int4, the smaller file of the two.
+PREFERENCE = ("int8", "int4", "int8 blocks", "fp32")
+
+
+def _kind(manifest: contract.Manifest, name: str) -> str:
+    """The variant's precision, or "int8 blocks" for an int8 variant stored as MatMulNBits blocks
+    (its quantization record has a block size; a per-channel one has none)."""
+    v = manifest.variants[name]
+    records = manifest.provenance.quantization if manifest.provenance else {}
+    record = records.get(name)
+    return "int8 blocks" if v.precision == "int8" and record and record.block_size else v.precision
 
 
 def choose(source: Source, variant: str) -> str:
@@ -47,9 +58,9 @@ def choose(source: Source, variant: str) -> str:
             raise UserError(f"variant {variant!r} does not run on onnxruntime-web's WASM provider: pick one of "
                             f"{', '.join(runnable)}")
         return variant
-    for precision in PREFERENCE:
-        for name, v in runnable.items():
-            if v.precision == precision:
+    for kind in PREFERENCE:
+        for name in runnable:
+            if _kind(source.manifest, name) == kind:
                 return name
     raise UserError(f"no variant of {source.path} runs in a browser: export one for the CPU")
 
