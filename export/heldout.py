@@ -17,7 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from gptedge.errors import UserError
-from gptedge.runtime.records import Provenance
+from gptedge.runtime import records
 from gptedge.train.config import TrainConfig
 from gptedge.train.corpus import DEFAULT_CORPUS_NAME, load_documents, split_documents
 from gptedge.train.tokenizer import encode_documents
@@ -49,7 +49,7 @@ class Split:
         return cls(corpus_name(info), info.train.holdout_fraction, info.train.seed)
 
     @classmethod
-    def of_bundle(cls, provenance: Provenance | None) -> "Split":
+    def of_bundle(cls, provenance: records.Provenance | None) -> "Split":
         """A bundle's split, as export recorded it (the defaults for one exported before it did)."""
         p = provenance
         if p is None or p.holdout_fraction is None or p.split_seed is None:

@@ -28,8 +28,7 @@ from gptedge.export.bundle import check_exported_from
 from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.heldout import Split, heldout_text
 from gptedge.export.writing import Transaction, graph_file_fields
-from gptedge.runtime import Decoder, contract, left_pad, read_tokenizer, records
-from gptedge.runtime.inspection import outputs
+from gptedge.runtime import Decoder, contract, left_pad, read_tokenizer, records, run_inspection
 from gptedge.train.checkpoint import load_checkpoint
 
 VARIANT, FILE = "inspect", "model.inspect.onnx"
@@ -73,7 +72,7 @@ def check(path: Path, manifest: contract.Manifest, bundle: Path, model: torch.nn
     """Run the new graph and PyTorch on a left-padded batch; fail if any figure differs."""
     rows = [tokens[: SAMPLE_LENGTHS[0]].tolist(), tokens[SAMPLE_LENGTHS[0] : sum(SAMPLE_LENGTHS)].tolist()]
     ids, mask, positions = left_pad(rows, manifest.pad_token_id)
-    ours = outputs(Decoder(path, manifest), ids, mask, positions)
+    ours = run_inspection(Decoder(path, manifest), ids, mask, positions)
     with torch.no_grad():
         logits, _, inside = model.eval().look_inside(torch.from_numpy(ids), torch.from_numpy(positions),
                                                      torch.from_numpy(mask))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gptedge.measure import tables
-from gptedge.runtime.inspection import Inspection
+from gptedge.runtime import Inspection
 
 MAX_TOKENS = 40  # tokens a heatmap shows (the last ones), so that every label can be read
 

@@ -36,7 +36,7 @@ from gptedge.errors import UserError
 from gptedge.measure.bench import token_counts
 from gptedge.measure.genai_bench import WORKER, genai_worker, gptedge_worker, interleave, worker_flags, write
 from gptedge.measure.pytorch import subprocess_json, subprocess_output
-from gptedge.runtime.contract import Manifest
+from gptedge.runtime import contract
 
 PRECISIONS = ("int4", "int8", "fp32")  # what the builder makes for the CPU that a bundle also has
 TORCH = "torch==2.13.0"  # installed first: the CPU wheel on this project's machines (README: set up)
@@ -51,7 +51,7 @@ def mlp_width(n_embd: int) -> int:
     return max(BLOCK, round(8 * n_embd / 3 / BLOCK) * BLOCK)
 
 
-def llama_config(manifest: Manifest) -> dict[str, Any]:
+def llama_config(manifest: contract.Manifest) -> dict[str, Any]:
     """LlamaConfig's fields for a model of the bundle's size."""
     m = manifest.model
     return {"hidden_size": m.n_embd, "num_hidden_layers": m.n_layer, "num_attention_heads": m.n_head,
@@ -61,7 +61,7 @@ def llama_config(manifest: Manifest) -> dict[str, Any]:
             "pad_token_id": manifest.pad_token_id}
 
 
-def pick_variants(manifest: Manifest, names: list[str] | None) -> dict[str, str]:
+def pick_variants(manifest: contract.Manifest, names: list[str] | None) -> dict[str, str]:
     """{variant: precision}: the named variants (each int4, int8 or fp32), or else one CPU variant
     per precision, the one named after it first."""
     if names:
@@ -142,7 +142,7 @@ def build(python: Path, hf: Path, precision: str) -> tuple[Path, dict[str, Any]]
     return folder, json.loads((folder / "build.json").read_text())
 
 
-def run_builder_bench(args: argparse.Namespace, manifest: Manifest) -> int:
+def run_builder_bench(args: argparse.Namespace, manifest: contract.Manifest) -> int:
     picked = pick_variants(manifest, args.variants)
     venv = Path(args.genai_venv)
     python, versions = side_python(venv)

@@ -24,6 +24,8 @@ _EXPORTS = {
     # many requests coming and going in one batch (gptedge serve)
     "Engine": "gptedge.runtime.engine",
     "Busy": "gptedge.runtime.engine",
+    "Job": "gptedge.runtime.engine",
+    "Event": "gptedge.runtime.engine",
     # looking at the next token (the demo's Next word view)
     "Candidate": "gptedge.runtime.next_token",
     "next_token_candidates": "gptedge.runtime.next_token",
@@ -32,6 +34,7 @@ _EXPORTS = {
     "StreamDecoder": "gptedge.runtime.text",
     # looking inside the model (the inspection variant)
     "Inspection": "gptedge.runtime.inspection",
+    "run_inspection": "gptedge.runtime.inspection",
     "token_bytes": "gptedge.runtime.text",
     # running a variant's graph step by step (export's parity checks, quantize, eval)
     "Decoder": "gptedge.runtime.decoder",

@@ -55,7 +55,7 @@ def inspect(model: "Model", text: str | Sequence[int], k: int = 5) -> Inspection
     C = model.context_length
     cut, ids = max(0, len(ids) - C), ids[-C:]
     T = len(ids)
-    out = outputs(model.decoder, np.asarray([ids], np.int64), np.ones((1, T), np.int64),
+    out = run_inspection(model.decoder, np.asarray([ids], np.int64), np.ones((1, T), np.int64),
                   np.arange(T, dtype=np.int64)[None, :])
     L = model.manifest.model.n_layer
     logp = log_softmax(out[contract.LENS_LOGITS][0].astype(np.float64))  # (L, V)
@@ -72,7 +72,7 @@ def inspect(model: "Model", text: str | Sequence[int], k: int = 5) -> Inspection
     )
 
 
-def outputs(decoder: Decoder, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
+def run_inspection(decoder: Decoder, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
     """Every output of an inspection graph, by name, for a (left-padded) batch with no past:
     ids and positions (B, T), mask (B, T)."""
     shape = decoder.shape

@@ -26,8 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 from gptedge.errors import UserError
-from gptedge.runtime import Busy, Engine, Model, chat, token_logprobs
-from gptedge.runtime.engine import Event, Job
+from gptedge.runtime import Busy, Engine, Event, Job, Model, chat, token_logprobs
 from gptedge.serve import openai
 from gptedge.serve.metrics import prometheus
 

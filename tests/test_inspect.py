@@ -17,7 +17,7 @@ from gptedge.cli import main
 from gptedge.errors import UserError
 from gptedge.export import inspection
 from gptedge.runtime import Decoder, contract, left_pad, next_token_candidates
-from gptedge.runtime.inspection import outputs
+from gptedge.runtime import run_inspection
 from gptedge.train.checkpoint import load_checkpoint
 
 TEXT = "The for statement is used to iterate over the elements of a sequence"
@@ -59,7 +59,7 @@ def test_graph_equals_pytorch_and_padding_gets_nothing(inspected, export_checkpo
     tok = gptedge.runtime.load(inspected, variant="inspect")
     rows = [tok.encode(TEXT), tok.encode("A class definition")]
     ids, mask, positions = left_pad(rows, manifest.pad_token_id)
-    out = outputs(Decoder(inspected / manifest.variants["inspect"].file, manifest), ids, mask, positions)
+    out = run_inspection(Decoder(inspected / manifest.variants["inspect"].file, manifest), ids, mask, positions)
     with torch.no_grad():
         _, _, inside = model.look_inside(torch.from_numpy(ids), torch.from_numpy(positions), torch.from_numpy(mask))
     pad = len(rows[0]) - len(rows[1])
