@@ -11,9 +11,9 @@ clients, and every client streams requests of --prompt-tokens random token ids a
 
 after an untimed round with the most clients (steady state: every row of the server's cache
 already written once), and the same request in-process through ``gptedge.runtime`` (a ``gptedge
-bench`` worker: batch 1), so "a single client through the server loses at most N %" is a ratio of one run. Clients are
-threads of this process speaking HTTP with the standard library; they cost little next to the
-server, which has the cores to itself only when nothing else runs.
+bench`` worker: batch 1), so "a single client through the server loses at most N %" is a ratio
+of one run. Clients are threads of this process speaking HTTP with the standard library; they cost
+little next to the server, which has the cores to itself only when nothing else runs.
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ def measure_variant(bundle: str, variant: str, threads: int, prompt_tokens: int,
     try:
         # Warm up, untimed, with the most clients: sessions and thread pools, and every row of the
         # batch cache written once. The first write to a row faults its pages in, a one-time cost
-        # per server (on this project's VM up to 0.2 s per request placed) that would otherwise
-        # fall on whichever round first uses that many rows.
+        # per server (large on a VM) that would otherwise fall on whichever round first uses that
+        # many rows.
         _round(port, max(clients), prompt_tokens, new_tokens, vocab_size)
         rounds = []
         for c in clients:
