@@ -23,17 +23,20 @@ def fields(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
+SHAPE = contract.ModelShape(1, 1, 1, 1, 1)
+# The graph's names, with the per-layer ones written as the spec writes them.
+GRAPH_NAMES = {s.name for s in [*contract.graph_inputs(SHAPE), *contract.graph_outputs(SHAPE)]} | {
+    *contract.past_names("{i}"), *contract.present_names("{i}")}
+
+
 def known(name: str) -> bool:
     """Whether ``name``, quoted in the spec, is something the runtime or the repository has."""
-    io = {s.name for s in contract.graph_inputs(contract.ModelShape(1, 1, 1, 1, 1))}
-    io |= {s.name for s in contract.graph_outputs(contract.ModelShape(1, 1, 1, 1, 1))}
-    io |= {*contract.past_names("{i}"), *contract.present_names("{i}")}
     if name.startswith("model."):
         return name.removeprefix("model.") in fields(contract.ModelShape)
     if name.startswith("variants.<name>."):
         return name.removeprefix("variants.<name>.") in fields(contract.Variant)
     return (
-        name in io
+        name in GRAPH_NAMES
         or name in fields(contract.Manifest) | fields(contract.Variant)
         or name in fields(GenerationSettings)
         or name in {contract.MANIFEST_FILE, contract.TOKENIZER_FILE}
@@ -50,6 +53,6 @@ def test_every_name_the_porting_spec_quotes_exists():
 
 def test_the_spec_names_every_graph_input_and_the_format_versions_read():
     section = porting_section()
-    for spec in contract.graph_inputs(contract.ModelShape(1, 1, 1, 1, 1))[:3]:
+    for spec in contract.graph_inputs(SHAPE)[:3]:
         assert f"`{spec.name}`" in section
     assert f"above {contract.READS_VERSIONS[-1]}" in section and contract.READS_VERSIONS[-1] == contract.FORMAT_VERSION
