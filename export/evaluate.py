@@ -290,9 +290,8 @@ def _onnx_logits(path: Path, manifest: contract.Manifest, options: Any) -> Calla
 
     def logits(windows: np.ndarray) -> np.ndarray:
         B, T = windows.shape
-        positions = np.broadcast_to(np.arange(T, dtype=np.int64), (B, T))
-        out, _ = decoder.run(windows, np.ones((B, T), np.int64), np.ascontiguousarray(positions), decoder.empty_cache(B))
-        return out  # (B, T, V)
+        positions = np.ascontiguousarray(np.broadcast_to(np.arange(T, dtype=np.int64), (B, T)))
+        return decoder.empty_cache(B).run(windows, np.ones((B, T), np.int64), positions)  # (B, T, V)
 
     return logits
 

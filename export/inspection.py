@@ -78,7 +78,7 @@ def check(path: Path, manifest: contract.Manifest, bundle: Path, model: torch.nn
                                                      torch.from_numpy(mask))
     diff = lambda a, b: float(np.abs(a - b.numpy()).max())  # noqa: E731
     fp32 = Decoder(bundle / manifest.variants["fp32"].file, manifest)
-    reference, _ = fp32.run(ids, mask, positions, fp32.empty_cache(len(rows)))
+    reference = fp32.empty_cache(len(rows)).run(ids, mask, positions)
     real = mask.astype(bool)  # padding positions' logits are never read, and layouts may differ there
     figures = records.InspectionParity(
         max_attention_diff=max(diff(ours[contract.attentions_name(i)], a) for i, a in enumerate(inside.attentions)),

@@ -204,8 +204,8 @@ def parity(original: Decoder, fused: Decoder, seed: int = 0) -> records.FusedPar
     worst = 0.0
     cache_a, cache_b = original.empty_cache(2), fused.empty_cache(2)
     for ids, mask, positions in feeds:
-        logits_a, cache_a = original.run(ids, mask, positions, cache_a)
-        logits_b, cache_b = fused.run(ids, mask, positions, cache_b)
+        logits_a = cache_a.run(ids, mask, positions)
+        logits_b = cache_b.run(ids, mask, positions)
         real = mask[:, -ids.shape[1]:].astype(bool)  # (B, T): padding rows carry no meaning
         worst = max(worst, float(np.abs(logits_a - logits_b)[real].max()))
     tokens = [int(f[0].shape[1]) for f in feeds]

@@ -47,10 +47,10 @@ def check_cache(decoder: Decoder, tokens: np.ndarray) -> records.TokensChecked:
     """(c): one token at a time through the cache, from a zero-length past, vs one full pass."""
     n = min(CACHE_TOKENS, decoder.shape.context_length, len(tokens))
     ids = tokens[None, :n]  # (1, n)
-    full, _ = decoder.run(ids, *_feed(ids, 0), decoder.empty_cache(1))  # (1, n, V)
+    full = decoder.empty_cache(1).run(ids, *_feed(ids, 0))  # (1, n, V)
     cache, steps = decoder.empty_cache(1), []
     for t in range(n):  # past t, sequence 1
-        step, cache = decoder.run(ids[:, t : t + 1], *_feed(ids[:, t : t + 1], t), cache)
+        step = cache.run(ids[:, t : t + 1], *_feed(ids[:, t : t + 1], t))
         steps.append(step.copy())  # a decode step's logits may be a buffer the next step reuses
     return records.TokensChecked(n, float(np.abs(np.concatenate(steps, axis=1) - full).max()))
 
@@ -68,12 +68,13 @@ def check_batch(decoder: Decoder, tokens: np.ndarray, pad_id: int) -> records.Ba
     def run(prompts: list[np.ndarray], continuations: np.ndarray) -> list[np.ndarray]:
         """Logits per step: the prefill's (B, T, V), then (B, 1, V) per decode step."""
         ids, mask, positions = left_pad(prompts, pad_id)
-        logits, cache = decoder.run(ids, mask, positions, decoder.empty_cache(len(prompts)))
+        cache = decoder.empty_cache(len(prompts))
+        logits = cache.run(ids, mask, positions)
         out = [logits]
         for s in range(continuations.shape[1]):
             mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
             positions = positions[:, -1:] + 1
-            logits, cache = decoder.run(continuations[:, s : s + 1], mask, positions, cache)
+            logits = cache.run(continuations[:, s : s + 1], mask, positions)
             out.append(logits.copy())  # a decode step's logits may be a buffer the next step reuses
         return out
 
@@ -96,7 +97,7 @@ def check_prefill(model: Any, decoder: Decoder, tokens: np.ndarray) -> records.T
     n = min(decoder.shape.context_length, len(tokens))
     ids = tokens[None, :n]
     mask, positions = _feed(ids, 0)
-    ours, _ = decoder.run(ids, mask, positions, decoder.empty_cache(1))
+    ours = decoder.empty_cache(1).run(ids, mask, positions)
     with torch.inference_mode():
         theirs, _ = model(torch.from_numpy(ids), position_ids=torch.from_numpy(positions),
                           attention_mask=torch.from_numpy(mask))

@@ -243,8 +243,9 @@ def smoke_test(path: Path, manifest: contract.Manifest) -> tuple[str, str]:
 
     decoder = Decoder(path, manifest)
     ids = np.array([[manifest.eos_token_id, manifest.eos_token_id]], dtype=np.int64)
-    logits, cache = decoder.run(ids, np.ones((1, 2), np.int64), np.arange(2)[None, :], decoder.empty_cache(1))
-    logits, _ = decoder.run(ids[:, :1], np.ones((1, 3), np.int64), np.array([[2]]), cache)
+    cache = decoder.empty_cache(1)
+    cache.run(ids, np.ones((1, 2), np.int64), np.arange(2)[None, :])
+    logits = cache.run(ids[:, :1], np.ones((1, 3), np.int64), np.array([[2]]))
     if logits.shape != (1, 1, manifest.model.vocab_size) or not np.isfinite(logits).all():
         raise RuntimeError(f"the converted graph computes logits of shape {logits.shape} with non-finite values")
     return decoder.cache_dtype.name, decoder.cache_layout

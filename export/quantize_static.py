@@ -67,8 +67,8 @@ def _reader_class():
                 ids = w[None, :].astype(np.int64)  # (1, W)
                 W = ids.shape[1]
                 prefill = self._feed(fp32, ids[:, : W - 1], 0, fp32.empty_cache(1))
-                _, cache = fp32.run(*(prefill[n] for n in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS)),
-                                    fp32.empty_cache(1))
+                cache = fp32.empty_cache(1)
+                cache.run(*(prefill[n] for n in (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.POSITION_IDS)))
                 self.feeds += [prefill, self._feed(fp32, ids[:, W - 1 :], W - 1, cache)]
             self._iter = iter(self.feeds)
 
@@ -79,7 +79,7 @@ def _reader_class():
                 contract.INPUT_IDS: ids,
                 contract.ATTENTION_MASK: np.ones((1, past + T), dtype=np.int64),
                 contract.POSITION_IDS: np.arange(past, past + T, dtype=np.int64)[None, :],
-                **dict(zip(fp32.past_names, fp32.host_cache(cache))),
+                **dict(zip(fp32.past_names, cache.host())),
             }
 
         def get_next(self) -> dict[str, np.ndarray] | None:

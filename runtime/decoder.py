@@ -1,10 +1,10 @@
 """One onnxruntime session for one bundle variant, fed and read by the contract's names.
 
 This is the thin layer every caller shares (generation, the export's parity gate, benchmarks):
-feed ``input_ids``/``attention_mask``/``position_ids`` plus the cache, get logits. The graph itself
-says which cache layout it has (the size name of its past input), and ``empty_cache`` makes that
-layout's cache, which owns its run step; callers never look inside, so both layouts
-(``contract.CACHE_LAYOUTS``) look the same from outside:
+``cache = decoder.empty_cache(B)``, then ``logits = cache.run(input_ids, attention_mask,
+position_ids)`` per step. The graph itself says which cache layout it has (the size name of its
+past input), and ``empty_cache`` makes that layout's cache, which owns the step; callers never look
+inside, so both layouts (``contract.CACHE_LAYOUTS``) look the same from outside:
 
 - ``ConcatCache`` (the exported graph): the presents come back and are fed as the next past.
 - ``SharedCache`` (``gptedge optimize``'s GroupQueryAttention graph): one (B, nh, S, hs) buffer
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -32,11 +32,22 @@ from gptedge.runtime import contract
 _DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
 
 
-class HostRows:
-    """What continuous batching (``runtime.engine``) does to a cache's rows in host memory; each
-    layout supplies ``_arrays`` (its (B, nh, S, hs) arrays) and ``remask``."""
+class Cache:
+    """A variant's KV cache for B rows, made by ``Decoder.empty_cache``: one class per layout,
+    each owning the model's step.
 
-    def place(self, row: int, other: "Cache", length: int, end: int) -> None:
+    ``run``: input_ids and position_ids (B, T), attention_mask (B, P + T), the cache holding P
+    positions; returns logits (B, T, V) as numpy, and the cache then holds P + T (updated in
+    place). A shared cache's decode-step logits are its own buffer, valid until its next run:
+    copy them to keep them longer. ``host`` gives the cache as numpy arrays in ``past_names``
+    order (to feed another session with it). The rest is what continuous batching
+    (``runtime.engine``) does to the rows in host memory; each layout supplies ``_arrays`` (its
+    (B, nh, S, hs) arrays) and ``remask``."""
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def place(self, row: int, other: Cache, length: int, end: int) -> None:
         """Put the first ``length`` slots of ``other``'s one row into row ``row``, ending at slot
         ``end``; the row's slots before them are zeroed."""
         for mine, theirs in zip(self._arrays(), other.host()):
@@ -51,7 +62,7 @@ class HostRows:
         self.remask()
 
 
-class ConcatCache(HostRows):
+class ConcatCache(Cache):
     """The "concat" layout's cache: the past goes in, a present one step longer comes out.
 
     On the CPU, plain ``session.run`` with numpy arrays (each present is fed straight back as the
@@ -122,7 +133,7 @@ class ConcatCache(HostRows):
         return logits.numpy()
 
 
-class SharedCache(HostRows):
+class SharedCache(Cache):
     """The "shared" layout's cache: preallocated buffers, bound as both past and present, and the
     decode step's inputs and logits, bound once too.
 
@@ -239,9 +250,7 @@ class SharedCache(HostRows):
         self.width = w
 
 
-# Opaque to callers: pass the cache ``run`` returned to the next ``run``.
-Cache = Union[ConcatCache, SharedCache]
-CACHES: dict[str, type] = {"concat": ConcatCache, "shared": SharedCache}
+CACHES: dict[str, type[Cache]] = {"concat": ConcatCache, "shared": SharedCache}
 
 
 class Decoder:
@@ -278,23 +287,6 @@ class Decoder:
         if not 1 <= capacity <= C:
             raise ValueError(f"a cache holds 1 to {C} positions, not {capacity}")
         return CACHES[self.cache_layout](self, batch, capacity)
-
-    def host_cache(self, cache: Cache) -> list[np.ndarray]:
-        """The cache as numpy arrays, in ``past_names`` order (to feed another session with it)."""
-        return cache.host()
-
-    def run(
-        self,
-        input_ids: np.ndarray,
-        attention_mask: np.ndarray,
-        position_ids: np.ndarray,
-        cache: Cache,
-    ) -> tuple[np.ndarray, Cache]:
-        """input_ids/position_ids (B, T), attention_mask (B, P + T), the cache of P positions.
-        Returns logits (B, T, V) as numpy and the cache, now of P + T positions (updated in place:
-        continue from the returned one). A shared cache's decode-step logits are its own buffer,
-        valid until its next run: copy them to keep them longer."""
-        return cache.run(input_ids, attention_mask, position_ids), cache
 
     def timed_run(self, binding: ort.IOBinding) -> None:
         start = time.perf_counter()

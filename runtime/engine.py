@@ -275,7 +275,7 @@ class Engine:
             ids[b, 0] = self.jobs[b].row.tokens[-1]
             positions[b, 0] = w - self.start[b]
         self.cache.resize(k)
-        logits, self.cache = self.decoder.run(ids, self.mask[:k, : w + 1], positions, self.cache)  # (k, 1, V)
+        logits = self.cache.run(ids, self.mask[:k, : w + 1], positions)  # (k, 1, V)
         self.width = w + 1
         for b in rows:
             self.jobs[b].logits = logits[b, -1]  # read before the next step overwrites it

@@ -134,12 +134,11 @@ class Batch:
         # (B, width) ids; (B, C) mask and positions, for every slot the cache can hold
         ids, self.mask, self.positions = left_pad([r.tokens for r in rows], pad_id, C)
         B, width = ids.shape
-        cache: Cache = decoder.empty_cache(B, min(C, width + new_tokens))
+        self.cache: Cache = decoder.empty_cache(B, min(C, width + new_tokens))
         chunk = max(1, PREFILL_LOGITS // (B * decoder.shape.vocab_size))
         for start in range(0, width, chunk):
             end = min(width, start + chunk)
-            logits, cache = decoder.run(ids[:, start:end], self.mask[:, :end], self.positions[:, start:end], cache)
-        self.cache = cache
+            logits = self.cache.run(ids[:, start:end], self.mask[:, :end], self.positions[:, start:end])
         self.logits = logits[:, -1, :]  # (B, V): every row's last token is in the last column
         self.width = width  # cache length, padding included
 
@@ -151,9 +150,7 @@ class Batch:
     def step(self, tokens: np.ndarray) -> None:
         """Feed one token per row, (B,), into slot ``width``."""
         w = self.width
-        logits, self.cache = self.decoder.run(
-            tokens[:, None], self.mask[:, : w + 1], self.positions[:, w : w + 1], self.cache
-        )
+        logits = self.cache.run(tokens[:, None], self.mask[:, : w + 1], self.positions[:, w : w + 1])
         self.width = w + 1
         self.logits = logits[:, -1, :]
 

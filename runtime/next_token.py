@@ -37,7 +37,7 @@ def _logits(decoder: Decoder, ids: Sequence[int]) -> np.ndarray:
     T = x.shape[1]
     mask = np.ones((1, T), dtype=np.int64)
     positions = np.arange(T, dtype=np.int64)[None, :]
-    logits, _ = decoder.run(x, mask, positions, decoder.empty_cache(1, T))
+    logits = decoder.empty_cache(1, T).run(x, mask, positions)
     return logits[0].astype(np.float64)  # (T, V); fp16 variants give float16
 
 

@@ -2,8 +2,8 @@
 milliseconds, with no torch, no onnxruntime session and no trained model.
 
 It keeps the decoder's contract to the letter and checks the caller keeps it too: both cache
-layouts (``concat`` returns a longer cache each step; ``shared`` writes into C preallocated slots
-and refuses slot C), the attention mask's width equals the slots in use, and a row's real tokens
+layouts (``concat`` grows by the step's tokens; ``shared`` writes into preallocated slots and
+refuses more than it holds), the attention mask's width equals the slots in use, and a row's real tokens
 carry positions 0, 1, 2, ... in slot order. Its logits are a deterministic function of the real
 tokens a position sees (``next_token``), so "a padded row computes what it computes alone" and
 "after a slide the model computes exactly the window" are checkable by recomputing by hand.
@@ -32,10 +32,42 @@ def next_token_rule(vocab_size: int) -> Callable[[tuple[int, ...]], int]:
 class FakeCache:
     """Per row, the tokens and positions in each slot; ``width`` slots in use."""
 
+    decoder: "FakeDecoder"
     tokens: np.ndarray  # (B, slots)
     positions: np.ndarray  # (B, slots)
     width: int = 0
     shared: bool = False
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        """As the real caches' ``run``: the step's logits, its tokens written into the cache."""
+        d = self.decoder
+        B, T = input_ids.shape
+        P = self.width
+        assert attention_mask.shape == (B, P + T), f"mask {attention_mask.shape} for past {P} + {T} new"
+        room = self.tokens.shape[1] if self.shared else d.shape.context_length
+        if P + T > room:
+            raise ValueError(f"the cache holds {room} positions, not {P + T}")
+        d.calls.append((B, T))
+        if self.shared:  # into the preallocated slots, like onnxruntime into the bound buffers
+            # GroupQueryAttention takes the slots in use from the row with the most 1s
+            assert attention_mask.sum(axis=1).max() == P + T, "no row of the mask spans the slots in use"
+            self.tokens[:, P : P + T], self.positions[:, P : P + T] = input_ids, position_ids
+        else:  # longer by the step, like the presents
+            self.tokens = np.concatenate([self.tokens, input_ids], axis=1)
+            self.positions = np.concatenate([self.positions, position_ids], axis=1)
+        self.width = P + T
+        V = d.shape.vocab_size
+        logits = np.zeros((B, T, V), np.float32)
+        for b in range(B):
+            real = np.flatnonzero(attention_mask[b])
+            for t in range(T):
+                seen = real[real <= P + t]
+                if not len(seen):  # a padding slot: its output is never read
+                    continue
+                assert list(self.positions[b, seen]) == list(range(len(seen))), "positions must count the real tokens"
+                choice = d.next_token(tuple(int(x) for x in self.tokens[b, seen]))
+                logits[b, t] = -((np.arange(V) - choice) % V)  # highest at ``choice``, then its neighbours
+        return logits
 
     def place(self, row: int, other: "FakeCache", length: int, end: int) -> None:
         """As the real caches' ``place`` (continuous batching)."""
@@ -94,38 +126,8 @@ class FakeDecoder:
         if self.cache_layout == "shared":  # as the real one: room for ``capacity`` slots, at most C
             S = self.shape.context_length if capacity is None else capacity
             assert 1 <= S <= self.shape.context_length, f"capacity {S}"
-            return FakeCache(np.zeros((batch, S), np.int64), np.zeros((batch, S), np.int64), shared=True)
-        return FakeCache(np.zeros((batch, 0), np.int64), np.zeros((batch, 0), np.int64))
-
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray, cache: FakeCache):
-        B, T = input_ids.shape
-        P = cache.width
-        assert attention_mask.shape == (B, P + T), f"mask {attention_mask.shape} for past {P} + {T} new"
-        room = cache.tokens.shape[1] if cache.shared else self.shape.context_length
-        if P + T > room:
-            raise ValueError(f"the cache holds {room} positions, not {P + T}")
-        self.calls.append((B, T))
-        if cache.shared:  # written in place, like onnxruntime into the bound buffers
-            # GroupQueryAttention takes the slots in use from the row with the most 1s
-            assert attention_mask.sum(axis=1).max() == P + T, "no row of the mask spans the slots in use"
-            cache.tokens[:, P : P + T], cache.positions[:, P : P + T] = input_ids, position_ids
-            cache.width = P + T
-            out = cache
-        else:  # a new, longer cache
-            out = FakeCache(np.concatenate([cache.tokens, input_ids], axis=1),
-                            np.concatenate([cache.positions, position_ids], axis=1), P + T)
-        V = self.shape.vocab_size
-        logits = np.zeros((B, T, V), np.float32)
-        for b in range(B):
-            real = np.flatnonzero(attention_mask[b])
-            for t in range(T):
-                seen = real[real <= P + t]
-                if not len(seen):  # a padding slot: its output is never read
-                    continue
-                assert list(out.positions[b, seen]) == list(range(len(seen))), "positions must count the real tokens"
-                choice = self.next_token(tuple(int(x) for x in out.tokens[b, seen]))
-                logits[b, t] = -((np.arange(V) - choice) % V)  # highest at ``choice``, then its neighbours
-        return logits, out
+            return FakeCache(self, np.zeros((batch, S), np.int64), np.zeros((batch, S), np.int64), shared=True)
+        return FakeCache(self, np.zeros((batch, 0), np.int64), np.zeros((batch, 0), np.int64))
 
 
 def byte_tokenizer() -> Tokenizer:

@@ -24,7 +24,7 @@ def tokenizer(tiny_bundle) -> Tokenizer:
 def reference(decoder: Decoder, ids: list[int]) -> np.ndarray:
     """softmax of the last position's logits, computed alone: (V,)."""
     x = np.asarray([ids], dtype=np.int64)
-    logits, _ = decoder.run(x, np.ones_like(x), np.arange(len(ids))[None, :], decoder.empty_cache(1))
+    logits = decoder.empty_cache(1).run(x, np.ones_like(x), np.arange(len(ids))[None, :])
     z = logits[0, -1].astype(np.float64)
     e = np.exp(z - z.max())
     return e / e.sum()

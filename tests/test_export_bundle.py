@@ -94,7 +94,7 @@ def test_external_data_bundle(reuse_trace, export_checkpoint, tmp_path):
     manifest = contract.read_bundle(out)
     decoder = Decoder(out / "model.onnx", manifest)  # onnxruntime finds the data file beside the graph
     one_token = np.array([[3]]), np.ones((1, 1), np.int64), np.zeros((1, 1), np.int64)
-    logits, _ = decoder.run(*one_token, decoder.empty_cache(1))
+    logits = decoder.empty_cache(1).run(*one_token)
     assert logits.shape == (1, 1, manifest.model.vocab_size)
     with open(out / "model.onnx.data", "r+b") as f:
         f.seek(100)

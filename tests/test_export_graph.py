@@ -79,11 +79,11 @@ def test_zero_length_past_and_single_token_steps(tiny_bundle, gpt, batch):
     assert cache.host()[0].shape == (batch, nh, 0, hs)
     T = 6
     positions = np.tile(np.arange(T), (batch, 1))
-    logits, cache = decoder.run(ids[:, :T], np.ones((batch, T), np.int64), positions, cache)
+    logits = cache.run(ids[:, :T], np.ones((batch, T), np.int64), positions)
     assert logits.shape == (batch, T, manifest.model.vocab_size)
     np.testing.assert_allclose(logits, want[:, :T].numpy(), atol=1e-4)
     for t in range(T, 9):
-        logits, cache = decoder.run(ids[:, t : t + 1], np.ones((batch, t + 1), np.int64), np.full((batch, 1), t), cache)
+        logits = cache.run(ids[:, t : t + 1], np.ones((batch, t + 1), np.int64), np.full((batch, 1), t))
         assert logits.shape == (batch, 1, manifest.model.vocab_size)
         assert all(c.shape == (batch, nh, t + 1, hs) for c in cache.host())
         np.testing.assert_allclose(logits[:, 0], want[:, t].numpy(), atol=1e-4)

@@ -69,8 +69,9 @@ def test_fp16_graph_runs_with_a_float16_cache(quantized_bundle):
     v = manifest.variants["fp16"]
     decoder = Decoder(quantized_bundle / v.file, manifest)
     ids = np.array([[5, 6, 7]], dtype=np.int64)
-    logits, cache = decoder.run(ids, np.ones((1, 3), np.int64), np.arange(3)[None], decoder.empty_cache(1))
-    logits, cache = decoder.run(ids[:, :1], np.ones((1, 4), np.int64), np.array([[3]]), cache)
+    cache = decoder.empty_cache(1)
+    cache.run(ids, np.ones((1, 3), np.int64), np.arange(3)[None])
+    logits = cache.run(ids[:, :1], np.ones((1, 4), np.int64), np.array([[3]]))
     assert logits.dtype == np.float32 and logits.shape == (1, 1, manifest.model.vocab_size)
     assert all(c.dtype == np.float16 and c.shape[2] == 4 for c in cache.host())
 
@@ -213,7 +214,7 @@ def test_quantize_after_optimize(bundle):
         tables = [t.name for t in model.graph.initializer if V in t.dims and int(np.prod(t.dims)) >= V * C // 2]
         assert len(tables) == 1, f"{name}: {tables}"
         decoder = Decoder(bundle / v.file, manifest)
-        logits[name], _ = decoder.run(ids, np.ones((1, T), np.int64), np.arange(T)[None], decoder.empty_cache(1))
+        logits[name] = decoder.empty_cache(1).run(ids, np.ones((1, T), np.int64), np.arange(T)[None])
     for name, out in logits.items():  # int4 (4-bit head, blocks of 64 here) flips more near-ties of this
         # seconds-trained model's flat predictions; its perplexity budget is test_eval's
         assert (out.argmax(-1) == logits["fp32"].argmax(-1)).mean() >= (0.8 if name == "int4" else 0.9), name

@@ -178,7 +178,7 @@ def test_int8_blocks_quality_is_within_the_int8_budget(int8_blocks_bundle, quant
 
     def logits(bundle: Path, name: str) -> np.ndarray:
         decoder = Decoder(bundle / manifest.variants[name].file, manifest)
-        out, _ = decoder.run(ids, np.ones((1, T), np.int64), np.arange(T)[None], decoder.empty_cache(1))
+        out = decoder.empty_cache(1).run(ids, np.ones((1, T), np.int64), np.arange(T)[None])
         return out[0]
 
     fp32 = logits(quantized_bundle, "fp32")

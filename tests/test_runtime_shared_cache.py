@@ -25,16 +25,16 @@ def test_the_cache_fills_to_the_context_and_no_further(decoder):
     tokens = np.random.default_rng(0).integers(2, V, (1, C))
     ones = np.ones((1, C), np.int64)
     positions = np.arange(C)[None]
-    full, _ = decoder.run(tokens, ones, positions, decoder.empty_cache(1))  # (1, C, V) in one pass
+    full = decoder.empty_cache(1).run(tokens, ones, positions)  # (1, C, V) in one pass
 
     cache = decoder.empty_cache(1)
     assert isinstance(cache, SharedCache) and decoder.cache_layout == "shared"
-    logits, cache = decoder.run(tokens[:, : C - 2], ones[:, : C - 2], positions[:, : C - 2], cache)
+    logits = cache.run(tokens[:, : C - 2], ones[:, : C - 2], positions[:, : C - 2])
     for t in (C - 2, C - 1):  # the last two slots, one decode step each
-        logits, cache = decoder.run(tokens[:, t : t + 1], ones[:, : t + 1], positions[:, t : t + 1], cache)
+        logits = cache.run(tokens[:, t : t + 1], ones[:, : t + 1], positions[:, t : t + 1])
         assert np.abs(logits[0, -1] - full[0, t]).max() < 1e-4
     with pytest.raises(ValueError, match=f"holds {C} positions"):
-        decoder.run(tokens[:, :1], np.ones((1, C + 1), np.int64), np.array([[C]]), cache)
+        cache.run(tokens[:, :1], np.ones((1, C + 1), np.int64), np.array([[C]]))
 
 
 def test_a_wider_mask_means_the_slots_in_use(decoder, optimized_bundle):
