@@ -118,6 +118,21 @@ def save_checkpoint(
     return path
 
 
+def load_exact(config: GPTConfig, state: dict[str, torch.Tensor], mismatch: str, fix: str) -> GPT:
+    """A GPT of ``config`` in eval mode with ``state`` (our names, the tied head left out) loaded,
+    refusing anything that does not fit exactly: one line saying ``mismatch``, what, and ``fix``."""
+    model = GPT(config)
+    expected = {k: v.shape for k, v in model.state_dict().items() if k != TIED_KEY}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise UserError(f"{mismatch} (missing {missing[:3]}, unexpected {unexpected[:3]}): {fix}")
+    for k, shape in expected.items():
+        if state[k].shape != shape:
+            raise UserError(f"{mismatch}: {k} has shape {tuple(state[k].shape)}, the config needs {tuple(shape)}")
+    model.load_state_dict(state, strict=False)  # lm_head.weight is tied to wte.weight
+    return model.eval()
+
 def load_checkpoint(path: str | Path, with_trainer_state: bool = False) -> Checkpoint:
     """Load a checkpoint folder; every way it can be wrong is a one-line UserError."""
     path = Path(path)
@@ -132,23 +147,8 @@ def load_checkpoint(path: str | Path, with_trainer_state: bool = False) -> Check
         state = safetensors.torch.load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise UserError(f"cannot read {weights} ({e}): the checkpoint is damaged") from None
-    model = GPT(config)
-    expected = {k: v.shape for k, v in model.state_dict().items() if k != TIED_KEY}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise UserError(
-            f"weights in {weights.name} do not fit config.json (missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}): the weights and config are from different models"
-        )
-    for k, shape in expected.items():
-        if state[k].shape != shape:
-            raise UserError(
-                f"weights in {weights.name} do not fit config.json: {k} has shape {tuple(state[k].shape)}, "
-                f"the config needs {tuple(shape)}"
-            )
-    model.load_state_dict(state, strict=False)  # lm_head.weight is tied to wte.weight
-    model.eval()
+    model = load_exact(config, state, f"weights in {weights.name} do not fit config.json",
+                       "the weights and config are from different models")
     trainer_state = None
     if with_trainer_state:
         if info.trainer_state is None or not (path / info.trainer_state).is_file():

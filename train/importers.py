@@ -24,7 +24,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from gptedge import atomic
 from gptedge.errors import UserError, write_error
-from gptedge.train.checkpoint import TIED_KEY, save_checkpoint
+from gptedge.train.checkpoint import TIED_KEY, load_exact, save_checkpoint
 from gptedge.train.checkpoint_config import TOKENIZER_FILE, ImportRecord
 from gptedge.train.config import GPTConfig, TrainConfig
 from gptedge.train.model import GPT
@@ -96,23 +96,11 @@ def _tensors(state: Any, where: Path) -> dict[str, torch.Tensor]:
 
 def _build(config: GPTConfig, state: dict[str, torch.Tensor]) -> GPT:
     """Load ``state`` (our names) into a GPT, refusing anything that does not fit exactly."""
-    model = GPT(config)
-    expected = model.state_dict()
     head = state.pop(TIED_KEY, None)
     if head is not None and not torch.equal(head, state.get("wte.weight", head)):
         raise UserError("the checkpoint's output head is not tied to its token embedding: gptedge needs tied weights")
-    missing = sorted(set(expected) - set(state) - {TIED_KEY})
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise UserError(
-            f"the weights do not match a GPT-2 of this shape (missing {missing[:3]}, unexpected {unexpected[:3]}): "
-            f"only GPT-2-style models can be imported"
-        )
-    for k, v in state.items():
-        if v.shape != expected[k].shape:
-            raise UserError(f"weight {k} has shape {tuple(v.shape)}, the config needs {tuple(expected[k].shape)}")
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    return model.eval()
+    return load_exact(config, {k: v.float() for k, v in state.items()}, "the weights do not match a GPT-2 of this shape",
+                      "only GPT-2-style models can be imported")
 
 
 def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
