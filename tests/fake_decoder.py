@@ -3,9 +3,9 @@ milliseconds, with no torch, no onnxruntime session and no trained model.
 
 It keeps the decoder's contract to the letter and checks the caller keeps it too: both cache
 layouts (``concat`` grows by the step's tokens; ``shared`` writes into preallocated slots and
-refuses more than it holds), the attention mask's width equals the slots in use, and a row's real tokens
-carry positions 0, 1, 2, ... in slot order. Its logits are a deterministic function of the real
-tokens a position sees (``next_token``), so "a padded row computes what it computes alone" and
+refuses more than it holds), the attention mask's width equals the slots in use, and a row's real
+tokens carry positions 0, 1, 2, ... in slot order. Its logits are a deterministic function of the
+real tokens a position sees (``next_token``), so "a padded row computes what it computes alone" and
 "after a slide the model computes exactly the window" are checkable by recomputing by hand.
 """
 

@@ -120,12 +120,7 @@ def test_page_in_a_real_browser(server, tmp_path):
             page.locator("#examples").get_by_text(EXAMPLE).click()
             page.wait_for_function("([text]) => document.querySelector('#prompt textarea').value === text",
                                    arg=[EXAMPLE], timeout=15_000)
-            page.locator("#generate").click()
-            # The first update of an answer clears the box and the stats together: once the box holds
-            # something else, the next stats line with tokens/s is the new answer's.
-            page.wait_for_function(
-                "([first]) => document.querySelector('#answer textarea').value !== first"
-                " && document.querySelector('#stats').innerText.includes('tokens/s')", arg=[answer], timeout=60_000)
+            streamed_answer(page)
             stats = page.locator("#stats").inner_text()
             assert "time to first token" in stats and "tokens" in stats and "stopped by" in stats
             assert page.locator("#answer-tokens .tok").count() > 0
