@@ -26,12 +26,11 @@ from gptedge.errors import UserError
 from gptedge.export import graph, parity
 from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.heldout import Split, corpus_name, heldout_text
-from gptedge.export.writing import graph_file_fields, tool_versions, writing
+from gptedge.export.writing import MODEL_FILE, graph_file_fields, save_graph, tool_versions, writing
 from gptedge.runtime import GenerationSettings, chat, contract, read_tokenizer, records
 from gptedge.train.checkpoint import Checkpoint, load_checkpoint
 from gptedge.train.tokenizer import special_ids
 
-MODEL_FILE = "model.onnx"
 TOOLS = ("torch", "onnx", "onnxscript", "onnxruntime", "tokenizers")
 
 
@@ -125,7 +124,7 @@ def export_bundle(
                 steps.update()
 
                 steps.set_postfix_str("save")
-                files = graph.save(model_proto, stage / MODEL_FILE, external_data)
+                files = save_graph(model_proto, stage / MODEL_FILE, external_data)
                 needs = oldest_onnxruntime(model_proto)
                 del model_proto  # the weights' in-memory copy: free it before the gate loads them again
                 shutil.copyfile(ckpt.tokenizer_path, stage / contract.TOKENIZER_FILE)

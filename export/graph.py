@@ -13,14 +13,13 @@ sample size is 0 or 1, and the parity gate then proves that 0 and 1 still work a
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import onnx
 import torch
 import torch.nn as nn
 from torch.export import Dim
 
-from gptedge import atomic, logs
+from gptedge import logs
 from gptedge.errors import UserError
 from gptedge.runtime import contract
 from gptedge.train.model import GPT
@@ -28,10 +27,6 @@ from gptedge.train.model import GPT
 # The one place the opset is chosen. 20 is torch 2.13's default; 17 gives a graph onnxruntime
 # rejects (Split num_outputs); 23 would emit the ONNX Attention op (a choice for the optimizer).
 OPSET = 20
-
-# Protobuf cannot serialise a message over 2 GiB: bigger models keep their weights in
-# "<model>.onnx.data" beside the graph. 64 MiB is left for the graph itself and the constants.
-SINGLE_FILE_LIMIT = 2**31 - 2**26
 
 # Sample sizes for tracing: >= 2 and distinct, so torch.export treats each as symbolic and never
 # confuses one dimension with another.
@@ -165,23 +160,3 @@ def strip_metadata(model: onnx.ModelProto) -> None:
         del value.metadata_props[:]
     del model.graph.metadata_props[:]
 
-
-def save(model: onnx.ModelProto, path: str | Path, external_data: bool | None = None) -> list[Path]:
-    """Write the graph; weights go to ``<name>.data`` beside it when ``external_data`` (None: only
-    when they would not fit in one protobuf). Returns the files written, graph first."""
-    path = Path(path)
-    if external_data is None:
-        external_data = sum(t.ByteSize() for t in model.graph.initializer) > SINGLE_FILE_LIMIT
-    data_name = path.name + ".data"
-    onnx.save_model(
-        model,
-        str(path),
-        save_as_external_data=external_data,
-        all_tensors_to_one_file=True,
-        location=data_name,
-        size_threshold=1024,
-    )
-    if not external_data:
-        return [path]
-    atomic.usual_permissions(path.with_name(data_name))
-    return [path, path.with_name(data_name)]

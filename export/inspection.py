@@ -27,11 +27,11 @@ from gptedge.export import graph
 from gptedge.export.bundle import check_exported_from
 from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.heldout import Split, heldout_text
-from gptedge.export.writing import Transaction, graph_file_fields
+from gptedge.export.writing import INSPECTION_FILE, Transaction, graph_file_fields, save_graph
 from gptedge.runtime import Decoder, contract, left_pad, read_tokenizer, records, run_inspection
 from gptedge.train.checkpoint import load_checkpoint
 
-VARIANT, FILE = "inspect", "model.inspect.onnx"
+VARIANT = "inspect"
 TOLERANCE = 1e-5  # vs PyTorch's internals and the fp32 variant's logits (relative to each one's size)
 SAMPLE_LENGTHS = (24, 15)  # two held-out prompts, the second left-padded
 
@@ -51,9 +51,9 @@ def make_inspection_variant(bundle_dir: str | Path, checkpoint_dir: str | Path, 
         t.step("trace")
         proto = graph.trace(ckpt.model, inside=True)
         needs = oldest_onnxruntime(proto)
-        path = t.new_file(FILE)
+        path = t.new_file(INSPECTION_FILE)
         with atomic.temporary_path(path) as tmp:
-            graph.save(proto, tmp, external_data=False)
+            save_graph(proto, tmp, external_data=False)
         del proto
         t.step("check")
         tokens = heldout_text(Split.of_checkpoint(ckpt.info), read_tokenizer(t.bundle, manifest)).tokens

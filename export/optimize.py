@@ -50,14 +50,13 @@ import numpy as np
 import onnx
 
 from gptedge.errors import UserError
-from gptedge.export import fuse_attention, graph, shared_cache
+from gptedge.export import fuse_attention, shared_cache
 from gptedge.export.compat import oldest_onnxruntime
-from gptedge.export.writing import Transaction, graph_file_fields, tool_versions
+from gptedge.export.writing import Transaction, graph_file_fields, optimized_name, save_graph, tool_versions
 from gptedge.runtime import Decoder, contract, left_pad, records
 
 TOLERANCE = 1e-4  # max |logit difference| between the original and the fused graph
 VARIANT = "fp32"
-OPTIMIZED_SUFFIX = ".opt.onnx"
 SIZE_SLACK = 1.02  # the fused file may grow by graph bytes (new nodes), never by a weight copy
 TOOLS = ("onnxscript", "onnxruntime", "onnx")
 
@@ -222,11 +221,6 @@ def is_optimized(manifest: contract.Manifest) -> bool:
     return record is not None and VARIANT in manifest.variants and record.sha256 == manifest.variants[VARIANT].sha256
 
 
-def optimized_name(file: str) -> str:
-    """The fused graph's file name: never the current one, so the manifest is the commit point."""
-    return Path(file).name.removesuffix(".onnx") + OPTIMIZED_SUFFIX
-
-
 def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResult:
     """Fuse, check and swap in the bundle's fp32 graph; a no-op if it is already optimised."""
     with Transaction(bundle_dir, "optimize", steps=4, quiet=quiet) as t:
@@ -244,7 +238,7 @@ def optimize_bundle(bundle_dir: str | Path, quiet: bool = False) -> OptimizeResu
         attention, cache_layout = describe_attention(model, manifest.model)
 
         t.step("write")
-        written = graph.save(model, t.new_file(optimized_name(variant.file)), external_data=bool(variant.data_file) or None)
+        written = save_graph(model, t.new_file(optimized_name(variant.file)), external_data=bool(variant.data_file) or None)
         ops_after, gelu, needs = op_counts(model), "/".join(sorted(gelu_forms(model))), oldest_onnxruntime(model)
         del model
 

@@ -32,7 +32,7 @@ import onnx
 from gptedge import atomic
 from gptedge.errors import UserError
 from gptedge.export.compat import oldest_onnxruntime
-from gptedge.export.writing import Transaction, graph_file_fields, now, tool_versions
+from gptedge.export.writing import Transaction, graph_file_fields, now, tool_versions, variant_file
 from gptedge.runtime import contract, records
 
 PRECISIONS = ("int8", "int4", "fp16", "int8-static")
@@ -57,10 +57,6 @@ PROVIDERS: dict[str, list[str]] = {
 # int4 (smaller, as fast), then fp32; the QDQ graph is for NPUs and runs no faster than fp32 on a CPU.
 ORDER = ("int8", "int4", "fp32", "int8-static", "fp16")
 TOOLS = ("onnxruntime", "onnx")
-
-
-def variant_file(precision: str) -> str:
-    return f"model.{precision}.onnx"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+import onnx
 from tqdm import tqdm
 
 from gptedge import atomic
@@ -39,14 +40,53 @@ from gptedge.errors import UserError, write_error
 from gptedge.runtime import contract
 
 
-def graph_files() -> set[str]:
-    """Every graph file name the export stages write: only these are ever deleted as leftovers."""
-    from gptedge.export.bundle import MODEL_FILE
-    from gptedge.export.optimize import optimized_name
-    from gptedge.export.quantize import PRECISIONS, variant_file
+# The graph files the export stages write. Named here, in one place, so that a graph a killed
+# command wrote but never committed can be told from a user's file: only these are ever deleted.
+MODEL_FILE = "model.onnx"  # gptedge export's fp32 graph
+INSPECTION_FILE = "model.inspect.onnx"  # gptedge inspect --make
+OPTIMIZED_SUFFIX = ".opt.onnx"
 
-    graphs = {MODEL_FILE, optimized_name(MODEL_FILE), *(variant_file(p) for p in PRECISIONS)}
+# Protobuf cannot serialise a message over 2 GiB: bigger models keep their weights in
+# "<model>.onnx.data" beside the graph. 64 MiB is left for the graph itself and the constants.
+SINGLE_FILE_LIMIT = 2**31 - 2**26
+
+
+def optimized_name(file: str) -> str:
+    """The fused graph's file name: never the current one, so the manifest is the commit point."""
+    return Path(file).name.removesuffix(".onnx") + OPTIMIZED_SUFFIX
+
+
+def variant_file(precision: str) -> str:
+    """The file of a variant ``gptedge quantize`` makes."""
+    return f"model.{precision}.onnx"
+
+
+def graph_files() -> set[str]:
+    """Every graph file name the export stages write (every precision but fp32 is quantize's)."""
+    quantized = (variant_file(p) for p in contract.PRECISIONS if p != "fp32")
+    graphs = {MODEL_FILE, optimized_name(MODEL_FILE), INSPECTION_FILE, *quantized}
     return graphs | {f"{g}.data" for g in graphs}
+
+
+def save_graph(model: onnx.ModelProto, path: str | Path, external_data: bool | None = None) -> list[Path]:
+    """Write the graph; weights go to ``<name>.data`` beside it when ``external_data`` (None: only
+    when they would not fit in one protobuf). Returns the files written, graph first."""
+    path = Path(path)
+    if external_data is None:
+        external_data = sum(t.ByteSize() for t in model.graph.initializer) > SINGLE_FILE_LIMIT
+    data_name = path.name + ".data"
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=external_data,
+        all_tensors_to_one_file=True,
+        location=data_name,
+        size_threshold=1024,
+    )
+    if not external_data:
+        return [path]
+    atomic.usual_permissions(path.with_name(data_name))
+    return [path, path.with_name(data_name)]
 
 
 def listed_files(manifest: contract.Manifest) -> set[str]:
@@ -86,7 +126,7 @@ def writing(bundle: str | Path, command: str) -> Iterator[None]:
 
 
 def graph_file_fields(bundle: Path, written: list[Path]) -> dict[str, Any]:
-    """A variant's file fields for the graph ``graph.save`` wrote (and its external data, if any)."""
+    """A variant's file fields for the graph ``save_graph`` wrote (and its external data, if any)."""
     size, digest = contract.describe_file(bundle, written[0].name)
     fields: dict[str, Any] = dict(file=written[0].name, size_bytes=size, sha256=digest,
                                   data_file=None, data_size_bytes=0, data_sha256="")

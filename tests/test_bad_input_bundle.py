@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -327,20 +328,50 @@ def test_concurrent_writers_both_land(tiny_bundle, tmp_path):
     assert not (tmp_path / ".bundle.lock").exists()
 
 
+# Each command's argv and progress steps (what its progress bar names, in order), and whether it
+# changes an existing bundle. quantize takes --force so that a run after one that finished before
+# its kill redoes the work.
 KILL_CASES = {
-    "export": (lambda b, ckpt: ["export", str(ckpt), str(b), "--quiet"], False),
-    "optimize": (lambda b, ckpt: ["optimize", str(b), "--quiet"], True),
-    "quantize": (lambda b, ckpt: ["quantize", str(b), "--to", "int4", "--quiet"], True),
+    "export": (lambda b, ckpt: ["export", str(ckpt), str(b)], ("trace", "save", "verify"), False),
+    "optimize": (lambda b, ckpt: ["optimize", str(b)], ("load", "fuse", "write", "parity"), True),
+    "quantize": (lambda b, ckpt: ["quantize", str(b), "--to", "int4", "--force"],
+                 ("int4: convert", "int4: check", "int4: commit"), True),
 }
+
+
+def kill_in_step(argv: list[str], step: str, delay: float) -> bool:
+    """Run gptedge and kill -9 it ``delay`` seconds after its progress bar shows ``step``: a moment
+    inside the work, never in the interpreter's start-up. Returns whether it was still working
+    (a run after one that committed before its kill may have nothing left to do)."""
+    proc = subprocess.Popen([*GPTEDGE, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    shown = threading.Event()
+
+    def watch() -> None:  # the bar redraws itself on stderr with each step's name
+        seen = b""
+        for chunk in iter(lambda: proc.stderr.read1(4096), b""):
+            seen = seen[-256:] + chunk
+            if step.encode() in seen:
+                shown.set()
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    while not shown.wait(0.01) and proc.poll() is None:
+        pass
+    time.sleep(delay)
+    working = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    reader.join()
+    return working
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", list(KILL_CASES))
 def test_kill_at_random_points_leaves_a_valid_bundle(tiny_bundle, export_checkpoint, tmp_path, command):
-    """kill -9 at random moments, three times on one bundle: after each kill the bundle is a valid
-    one (the old one, or the committed new one; for a new export, absent or complete), each run
-    clears what the kill before it left, and a last run succeeds and leaves nothing behind."""
-    argv, existing = KILL_CASES[command]
+    """kill -9 inside randomly chosen steps, three times on one bundle: after each kill the bundle is
+    a valid one (the old one, or the committed new one; for a new export, absent or complete), each
+    run clears what the kill before it left, and a last run succeeds and leaves nothing behind."""
+    argv, steps, existing = KILL_CASES[command]
     rng = random.Random(f"kill-{command}")
     bundle = tmp_path / "bundle"
     if existing:
@@ -350,17 +381,16 @@ def test_kill_at_random_points_leaves_a_valid_bundle(tiny_bundle, export_checkpo
     def again() -> list[str]:  # export over a bundle an earlier attempt may have finished
         return [*argv(bundle, export_checkpoint), *(["--force"] if command == "export" and bundle.exists() else [])]
 
+    killed = 0
     for _ in range(3):
-        proc = run_gptedge(*again())
-        time.sleep(rng.uniform(1.5, 4.5))  # interpreter start-up is ~2 s; the work follows
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+        killed += kill_in_step(again(), rng.choice(steps), rng.uniform(0, 0.1))
         if existing:
             after = contract.read_bundle(bundle)  # valid: the old one, or the committed new one
             assert set(before.variants) <= set(after.variants)
         elif bundle.exists():
             contract.read_bundle(bundle)
-    last = subprocess.run([*GPTEDGE, *again()], capture_output=True, text=True)
+    assert killed, "every run ended before its kill"
+    last = subprocess.run([*GPTEDGE, *again(), "--quiet"], capture_output=True, text=True)
     assert last.returncode == 0 or "already" in last.stderr, last.stderr
     contract.read_bundle(bundle)
     leftovers = [p.name for p in [*tmp_path.iterdir(), *bundle.iterdir()] if p.name.endswith((".tmp", ".partial", ".old", ".lock"))]

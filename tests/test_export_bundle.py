@@ -67,13 +67,13 @@ def test_force_replaces_a_bundle(reuse_trace, export_checkpoint, tiny_bundle, tm
 
 @pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")])
 def test_interrupted_or_disk_full_export_leaves_nothing(reuse_trace, monkeypatch, export_checkpoint, tmp_path, failure):
-    real_save = graph.save
+    real_save = bundle.save_graph
 
     def save_then_fail(model, path, external_data=None):
         real_save(model, path, external_data)  # the file is half of the bundle when the failure hits
         raise failure
 
-    monkeypatch.setattr(graph, "save", save_then_fail)
+    monkeypatch.setattr(bundle, "save_graph", save_then_fail)
     out = tmp_path / "bundle"
     if isinstance(failure, KeyboardInterrupt):
         with pytest.raises(KeyboardInterrupt):

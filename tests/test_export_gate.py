@@ -13,6 +13,7 @@ from gptedge.cli import main
 from gptedge.errors import UserError
 from gptedge.export import bundle, graph, parity
 from gptedge.export.heldout import Split, heldout_text
+from gptedge.export.writing import save_graph
 from gptedge.runtime import contract
 from gptedge.runtime.padding import left_pad
 from gptedge.runtime.settings import GenerationSettings
@@ -68,7 +69,7 @@ def break_attention(model):
 def broken_graph(export_checkpoint, tmp_path_factory):
     """The graph of the checkpoint with offset-blind attention, traced once for this module."""
     path = tmp_path_factory.mktemp("broken") / "model.onnx"
-    graph.save(graph.trace(break_attention(checkpoint.load_checkpoint(export_checkpoint).model)), path)
+    save_graph(graph.trace(break_attention(checkpoint.load_checkpoint(export_checkpoint).model)), path)
     return path
 
 
@@ -101,7 +102,7 @@ def test_gate_catches_a_graph_that_differs_from_pytorch(export_checkpoint, tiny_
     model = onnx.load(str(stage / "model.onnx"))
     table = next(t for t in model.graph.initializer if t.name.endswith("wpe.weight"))  # positions
     table.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(table) * np.float32(1.01), table.name))
-    graph.save(model, stage / "model.onnx")
+    save_graph(model, stage / "model.onnx")
     m = contract.read_bundle(stage, verify=False)
     m.variants["fp32"] = bundle.fp32_variant(stage, [stage / "model.onnx"], m.variants["fp32"].min_onnxruntime)
     contract.write_manifest(stage, m)

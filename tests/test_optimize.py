@@ -15,10 +15,11 @@ import pytest
 
 from gptedge.cli import main
 from gptedge.errors import UserError
-from gptedge.export import fuse_attention, graph, optimize, tied_embedding
+from gptedge.export import fuse_attention, optimize, tied_embedding
 from gptedge.export.bundle import fp32_variant
 from gptedge.export.compat import oldest_onnxruntime
 from gptedge.export.parity import check_batch
+from gptedge.export.writing import save_graph
 from gptedge.runtime import contract
 from gptedge.runtime.decoder import Decoder
 from cli_checks import one_line_error, snapshot
@@ -30,7 +31,7 @@ def _rewrite_fp32(bundle: Path, edit) -> None:
     manifest = contract.read_bundle(bundle)
     model = onnx.load(str(bundle / manifest.variants["fp32"].file))
     edit(model)
-    files = graph.save(model, bundle / manifest.variants["fp32"].file)
+    files = save_graph(model, bundle / manifest.variants["fp32"].file)
     manifest.variants["fp32"] = fp32_variant(bundle, files, oldest_onnxruntime(model))
     contract.write_manifest(bundle, manifest)
 
@@ -147,13 +148,13 @@ def test_failed_parity_leaves_the_bundle_unchanged(tiny_bundle, tmp_path, capsys
 
 
 def test_disk_full_leaves_the_bundle_unchanged(tiny_bundle, tmp_path, monkeypatch):
-    real_save = graph.save
+    real_save = optimize.save_graph
 
     def save_then_fail(model, path, external_data=None):
         real_save(model, path, external_data)  # the new graph is on disk when the disk fills up
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(graph, "save", save_then_fail)
+    monkeypatch.setattr(optimize, "save_graph", save_then_fail)
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     before = snapshot(bundle)
@@ -194,7 +195,7 @@ def test_external_data_bundle_keeps_its_layout(tiny_bundle, tmp_path):
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     manifest = contract.read_bundle(bundle)
-    files = graph.save(onnx.load(str(bundle / "model.onnx")), bundle / "model.onnx", external_data=True)
+    files = save_graph(onnx.load(str(bundle / "model.onnx")), bundle / "model.onnx", external_data=True)
     manifest.variants["fp32"] = fp32_variant(bundle, files, manifest.variants["fp32"].min_onnxruntime)
     contract.write_manifest(bundle, manifest)
 

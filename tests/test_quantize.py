@@ -7,6 +7,8 @@ own copy of ``tiny_bundle``."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from gptedge.export import quantize
 from gptedge.export.quantize_int8 import reduce_range
 from gptedge.runtime import contract
 from gptedge.runtime.decoder import Decoder
+from blockers import blocking
 from cli_checks import one_line_error, snapshot
 
 
@@ -198,10 +201,13 @@ def test_quantize_help_documents_the_targets(capsys):
 def test_quantize_after_optimize(bundle):
     """The optimizer's fused graph (SkipLayerNormalization, BiasGelu, GroupQueryAttention over the
     shared cache) is the one users quantize: every precision must take it, keep the shared cache
-    and the tied matrix once, and agree with it."""
-    assert main(["optimize", str(bundle), "--quiet"]) == 0
-    for argv in (["--target", "cpu"], ["--to", "fp16"], ["--to", "int8-static"]):
-        assert main(["quantize", str(bundle), *argv, "--quiet"]) == 0
+    and the tied matrix once, and agree with it. Both commands run where torch cannot be imported:
+    they work on ONNX files alone, so they start without torch's second of imports."""
+    commands = [["optimize", str(bundle), "--quiet"]] + [
+        ["quantize", str(bundle), *argv, "--quiet"] for argv in (["--target", "cpu"], ["--to", "fp16"], ["--to", "int8-static"])]
+    script = blocking(("torch",)) + f"from gptedge.cli import main\nfor argv in {commands!r}:\n    assert main(argv) == 0, argv\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
     manifest = contract.read_bundle(bundle)
     V, C = manifest.model.vocab_size, manifest.model.n_embd
     ids = np.arange(1, manifest.model.context_length + 1, dtype=np.int64)[None, :] % V  # (1, T)
