@@ -20,7 +20,9 @@ What it does for each command, so the command keeps only its own work:
   refused write (disk full, read-only folder) into a one-line error.
 
 ``writing`` is the lock, clean-up and error part alone, for ``gptedge export``, which stages a whole
-new folder instead (``atomic.staged_dir``).
+new folder instead (``atomic.staged_dir``). The graph files' names and ``save_graph`` are here too:
+every stage writes its graph through them, and the clean-up knows ours by their names. None of it
+needs torch, so optimize and quantize start without it.
 """
 
 from __future__ import annotations
