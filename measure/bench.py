@@ -188,6 +188,11 @@ def format_table(report: dict[str, Any]) -> str:
             f"{r['size_mb']:.1f}" if "size_mb" in r else "-",
         ))
     lines = [tables.text_table(rows)]
+    for r in report["results"]:
+        if "soak" in r:
+            rss = r["soak"]["rss_mb"]
+            lines.append(f"{r['variant']} on {r['provider']}, {r['soak']['generations']} short generations: resident "
+                         f"memory {' -> '.join(f'{m:.0f}' for m in rss)} MB ({rss[-1] - rss[0]:+.1f} MB)")
     torch = report["pytorch"]
     if torch:
         for r in report["results"]:

@@ -167,7 +167,8 @@ class Engine:
             if self._broken:
                 raise UserError(f"the engine stopped after an error ({self._broken}): restart it")
             if len(self.waiting) >= self.queue_size + self.slots - len(self.jobs):  # waiting ones take free rows first
-                raise Busy(f"all {self.slots} slots are busy and {len(self.waiting)} requests wait: try again shortly")
+                slots = "the one slot" if self.slots == 1 else f"all {self.slots} slots"
+                raise Busy(f"{slots} and the queue of {self.queue_size} are full: try again shortly")
             self.waiting.append(job)
             self.counts["requests"] += 1
             self.counts["prompt_tokens"] += job.row.prompt_tokens

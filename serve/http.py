@@ -195,7 +195,8 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         if request.model not in (None, app.model_id):
             raise openai.ApiError(404, f"model {request.model!r} is not served here: this server runs "
-                                       f"{app.model_id!r} (gptedge serve --variant {request.model})",
+                                       f"{app.model_id!r}: leave model out or name that one (another variant of the "
+                                       "bundle is served by its own gptedge serve --variant NAME)",
                                   param="model", code="model_not_found")
         return request
 

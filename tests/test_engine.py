@@ -75,7 +75,7 @@ def test_cancel_frees_the_slot_and_a_full_queue_is_refused(model):
     try:
         long = engine.submit("a", max_new_tokens=10_000, temperature=0, ignore_eos=True)
         waiting = engine.submit("b", max_new_tokens=5, temperature=0)
-        with pytest.raises(Busy, match="slots are busy"):
+        with pytest.raises(Busy, match="^the one slot and the queue of 1 are full: try again shortly$"):
             engine.submit("c", max_new_tokens=5)
         long.cancel()
         assert long.result()[1] == "cancelled"

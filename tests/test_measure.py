@@ -22,7 +22,8 @@ def test_bench_writes_figures_and_chart_with_a_pytorch_baseline(tiny_bundle, exp
         assert [p["past"] for p in r["past"]] == [p["past"] for p in report["pytorch"]["past"]]
         assert 0 < r["peak_rss_mb"] and len(r["soak"]["rss_mb"]) == 5
     assert report["pytorch"]["engine"] == "pytorch-eager"
-    assert "vs PyTorch eager: decode" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "vs PyTorch eager: decode" in printed and "8 short generations: resident memory" in printed
 
 
 def test_bench_names_an_unknown_variant(tiny_bundle, tmp_path, capsys):

@@ -129,7 +129,7 @@ def test_logprobs_and_echo(server, model):
     (dict(prompt="x", max_tokens=10_000), openai.BadRequestError, "max_tokens must be between 0 and the context"),
     (dict(prompt="x", temperature=5), openai.BadRequestError, "temperature must be between"),
     (dict(prompt="x", n=2), openai.BadRequestError, "n must be 1"),
-    (dict(prompt="x", model="int3"), openai.NotFoundError, "is not served here"),
+    (dict(prompt="x", model="int3"), openai.NotFoundError, "is not served here: this server runs 'fp32': leave model out"),
 ])
 def test_bad_requests_get_openai_error_objects(server, call, status, words):
     with pytest.raises(status) as info:

@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
     p.add_argument("out", metavar="OUT", help="the folder to write (new, or one gptedge web wrote)")
-    p.add_argument("--variant", default="auto", help="variant to put in the page (default: int8, else int4, else fp32)")
+    p.add_argument("--variant", default="auto",
+                   help="variant to put in the page (default: a per-channel int8, else int4, else fp32)")
     p.add_argument("--serve", action="store_true", help="then serve OUT on 127.0.0.1 until Ctrl-C")
     p.add_argument("--port", type=whole_number(1, 65535), default=8080, help="port for --serve (default 8080)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
