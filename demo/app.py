@@ -1,4 +1,5 @@
 """The demo page: type a prompt, watch the answer stream, see what each variant and setting costs.
+A bundle that declares a chat template gets a Chat tab first: messages laid out by its template.
 
     gptedge demo [BUNDLE]          # in Python: serve(ModelPool(bundle), host, port)
 
@@ -8,7 +9,7 @@ link unless asked, bound to 127.0.0.1 by default. Requests wait in a bounded que
 or over-long prompt, a variant that does not run on the chosen provider, a bundle removed while
 the page runs) is shown as a message in the page, never as a traceback.
 
-The page's API (``/generate``, ``/next_word``, gradio_client or a raw POST) can send values the
+The page's API (``/generate``, ``/next_word``, ``/chat``; gradio_client or a raw POST) can send values the
 widgets never would: a variant not in the list, a number out of a slider's range, NaN, a string, a
 lone surrogate. gradio's own checks of those (its components' ``preprocess``) answer with a
 traceback in the server log, so the events run with ``preprocess=False`` and the handlers check
@@ -31,6 +32,7 @@ from gptedge.demo.models import (  # noqa: E402
     MAX_NEW_TOKENS,
     MAX_PROMPT_CHARS,
     ModelPool,
+    chat_messages,
     check_choice,
     check_prompt,
     page_number,
@@ -62,27 +64,59 @@ CSS = """
 """
 
 
+def text_widgets() -> tuple[gr.Textbox, gr.Button, gr.Button, gr.Button, gr.Textbox, gr.Markdown]:
+    """A prompt for the model to continue, its buttons, and the answer with its stats line."""
+    prompt = gr.Textbox(
+        label=f"Prompt (up to {MAX_PROMPT_CHARS:,} characters)",
+        lines=3,
+        placeholder="Type the beginning of a text…",
+        elem_id="prompt",
+    )
+    with gr.Row():
+        generate = gr.Button("Generate", variant="primary", elem_id="generate")
+        next_word = gr.Button("Next word only", elem_id="next-word")
+        stop = gr.Button("Stop", variant="stop", elem_id="stop")
+    gr.Examples(EXAMPLES, inputs=prompt, label="Example prompts", elem_id="examples")
+    answer = gr.Textbox(label="Answer", lines=8, interactive=False, elem_id="answer")
+    stats = gr.Markdown("", elem_id="stats")
+    return prompt, generate, next_word, stop, answer, stats
+
+
+def chat_widgets() -> tuple[gr.Chatbot, gr.State, gr.Textbox, gr.Button, gr.Button, gr.Button, gr.Markdown]:
+    """The conversation (shown, and kept as the model saw it), a message box, its buttons and the last
+    answer's stats line."""
+    # Plain text, as the model wrote it (as Markdown, a small model's ">>>" or "*" would vanish); no share
+    # button (it needs Hugging Face) and no likes (nobody collects them).
+    chatbot = gr.Chatbot(label="Conversation", height=360, render_markdown=False, buttons=["copy", "copy_all"],
+                         feedback_options=None, elem_id="chat")
+    history = gr.State([])  # per visitor, on the server: what the model was given and answered
+    message = gr.Textbox(label=f"Message (up to {MAX_PROMPT_CHARS:,} characters)", lines=2,
+                         placeholder="Type a message…", elem_id="chat-message")
+    with gr.Row():
+        send = gr.Button("Send", variant="primary", elem_id="chat-send")
+        stop = gr.Button("Stop", variant="stop", elem_id="chat-stop")
+        clear = gr.Button("Clear", elem_id="chat-clear")
+    stats = gr.Markdown("", elem_id="chat-stats")
+    return chatbot, history, message, send, stop, clear, stats
+
+
 def build_page(pool: ModelPool) -> gr.Blocks:
     sampling = pool.manifest.sampling
     headers, rows = views.variant_table(pool.manifest)
+    is_chat = pool.manifest.chat_template is not None
 
     with gr.Blocks(title="gptedge demo", analytics_enabled=False) as page:
         gr.Markdown(views.bundle_description(pool.manifest, pool.bundle_dir))
         with gr.Row():
             with gr.Column(scale=3):
-                prompt = gr.Textbox(
-                    label=f"Prompt (up to {MAX_PROMPT_CHARS:,} characters)",
-                    lines=3,
-                    placeholder="Type the beginning of a text…",
-                    elem_id="prompt",
-                )
-                with gr.Row():
-                    generate = gr.Button("Generate", variant="primary", elem_id="generate")
-                    next_word = gr.Button("Next word only", elem_id="next-word")
-                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
-                gr.Examples(EXAMPLES, inputs=prompt, label="Example prompts", elem_id="examples")
-                answer = gr.Textbox(label="Answer", lines=8, interactive=False, elem_id="answer")
-                stats = gr.Markdown("", elem_id="stats")
+                if is_chat:  # a chat model: its conversation first, plain text beside it
+                    with gr.Tabs():
+                        with gr.Tab("Chat", id="chat", elem_id="chat-tab"):
+                            chatbot, history, message, send, chat_stop, clear, chat_stats = chat_widgets()
+                        with gr.Tab("Text", id="text", elem_id="text-tab"):
+                            prompt, generate, next_word, stop, answer, stats = text_widgets()
+                else:
+                    prompt, generate, next_word, stop, answer, stats = text_widgets()
             with gr.Column(scale=2):
                 variant = gr.Dropdown(pool.variants, value=pool.default_variant, label="Variant", elem_id="variant")
                 provider = gr.Dropdown(pool.providers, value=pool.default_provider, label="Provider",
@@ -137,19 +171,18 @@ def build_page(pool: ModelPool) -> gr.Blocks:
         choice = [variant, provider]
         knobs = [temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed, stop_strings]
 
-        def checked(text: Any, variant_name: Any, provider_name: Any, *values: Any) -> tuple[str, Any]:
-            """The prompt and the model for it, and each knob's value held to its widget's bounds."""
-            text = check_prompt(text)
+        def checked(variant_name: Any, provider_name: Any, *values: Any) -> Any:
+            """The model chosen, after each knob's value is held to its widget's bounds."""
             check_choice(variant_name, pool.variants, "variant")
             check_choice(provider_name, pool.providers, "provider")
             for widget, value in zip(knobs, values):
                 if isinstance(widget, gr.Slider) or (isinstance(widget, gr.Number) and value is not None):
                     page_number(value, widget.label.lower(), widget.minimum, widget.maximum)
-            return text, pool.get(variant_name, provider_name)
+            return pool.get(variant_name, provider_name)
 
         def run_generate(text: str, variant_name: str, provider_name: str, *values: Any) -> Iterator[tuple]:
             try:
-                text, model = checked(text, variant_name, provider_name, *values)
+                text, model = check_prompt(text), checked(variant_name, provider_name, *values)
                 settings = settings_from_page(*values)
                 yield "", "generating…", views.candidate_bars(pool.next_words(model, text)), ""
                 shown = ""
@@ -166,9 +199,31 @@ def build_page(pool: ModelPool) -> gr.Blocks:
                 gr.Warning(str(e))
                 yield gr.skip(), f"⚠ {e}", gr.skip(), gr.skip()
 
+        def run_chat(text: Any, history: list, variant_name: Any, provider_name: Any, *values: Any) -> Iterator[tuple]:
+            """The conversation with the user's message and the model's answer streaming in; then the
+            answer joins the history the next message is sent with."""
+            try:
+                messages, model = chat_messages(history, text), checked(variant_name, provider_name, *values)
+                settings = settings_from_page(*values)
+                prompt_text = model.chat_prompt(messages)
+                answer = {"role": "assistant", "content": ""}
+                yield views.conversation([*messages, answer]), gr.skip(), "", "generating…"
+                for piece in pool.stream(model, prompt_text, settings):
+                    if isinstance(piece, str):  # a new list each time: gradio sends what changed since the last one
+                        answer = {**answer, "content": answer["content"] + piece}
+                        yield views.conversation([*messages, answer]), gr.skip(), gr.skip(), gr.skip()
+                    else:
+                        result = piece
+                answer = {**answer, "content": result.text}
+                yield (views.conversation([*messages, answer]), [*messages, answer], gr.skip(),
+                       views.stats_line(result, variant_name, provider_name))
+            except UserError as e:
+                gr.Warning(str(e))
+                yield gr.skip(), gr.skip(), gr.skip(), f"⚠ {e}"
+
         def run_next_word(text: str, variant_name: str, provider_name: str) -> Any:
             try:
-                text, model = checked(text, variant_name, provider_name)
+                text, model = check_prompt(text), checked(variant_name, provider_name)
                 return views.candidate_bars(pool.next_words(model, text))
             except UserError as e:  # a toast in the page, an error with this message for an API caller
                 raise gr.Error(str(e), print_exception=False) from None
@@ -176,7 +231,7 @@ def build_page(pool: ModelPool) -> gr.Blocks:
         def pick_word(text: str, variant_name: str, provider_name: str, evt: gr.SelectData) -> Any:
             """Append the clicked candidate to the prompt: generation by hand, one choice at a time."""
             try:
-                text, model = checked(text, variant_name, provider_name)
+                text, model = check_prompt(text), checked(variant_name, provider_name)
                 candidates = pool.next_words(model, text)
             except UserError as e:
                 raise gr.Error(str(e), print_exception=False) from None
@@ -224,6 +279,15 @@ def build_page(pool: ModelPool) -> gr.Blocks:
         look.click(run_look, [prompt, answer, layer, head], [token, heatmap, pours, lens], api_name="look_inside", **raw)
         for widget in (layer, head, token):
             widget.input(run_pick, [prompt, answer, layer, head, token], [heatmap, pours], api_name=False, **raw)
+        if is_chat:
+            chat_inputs, chat_outputs = [message, history, *choice, *knobs], [chatbot, history, message, chat_stats]
+            sent = send.click(run_chat, chat_inputs, chat_outputs, api_name="chat", **raw)
+            entered = message.submit(run_chat, chat_inputs, chat_outputs, api_name=False, **raw)
+            chat_stop.click(lambda: "stopped", None, chat_stats, cancels=[sent, entered], queue=False, api_name=False)
+            cleared = dict(fn=lambda: ([], [], "", ""), inputs=None, outputs=[chatbot, history, message, chat_stats],
+                           queue=False, api_name=False)
+            clear.click(**cleared)
+            chatbot.clear(**cleared)  # the box's own clear icon forgets the history too
     return page
 
 

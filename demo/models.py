@@ -26,7 +26,8 @@ from gptedge.runtime import (
 
 # Limits that keep one visitor from tying up the machine: prompts are cut off by characters
 # (before tokenizing, so a huge paste costs nothing), answers by tokens.
-MAX_PROMPT_CHARS = 2000
+MAX_PROMPT_CHARS = 2000  # a prompt, or one chat message
+MAX_CONVERSATION_CHARS = 8000  # a chat's messages together (the page sends all of them each turn)
 MAX_NEW_TOKENS = 512
 TOP_CANDIDATES = 10
 
@@ -37,19 +38,33 @@ class TokenProbability:
     probability: float  # the model's probability for it given everything before (temperature 1)
 
 
-def check_prompt(prompt: str) -> str:
-    """The prompt as the model will see it, or a UserError the page shows as a message. It may
-    come from the API rather than the text box: anything but text is refused here."""
+def check_prompt(prompt: str, what: str = "the prompt",
+                 empty: str = "type the beginning of a text for the model to continue") -> str:
+    """The prompt (or a chat message: ``what``) as the model will see it, or a UserError the page
+    shows as a message. It may come from the API rather than the text box: anything but text is
+    refused here."""
     if prompt is not None and not isinstance(prompt, str):
-        raise UserError(f"the prompt must be text, not {type(prompt).__name__}: send a string")
+        raise UserError(f"{what} must be text, not {type(prompt).__name__}: send a string")
     if not prompt or not prompt.strip():
-        raise UserError("the prompt is empty: type the beginning of a text for the model to continue")
+        raise UserError(f"{what} is empty: {empty}")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise UserError(
-            f"the prompt has {len(prompt):,} characters, more than the {MAX_PROMPT_CHARS:,} this page accepts: "
+            f"{what} has {len(prompt):,} characters, more than the {MAX_PROMPT_CHARS:,} this page accepts: "
             f"shorten it"
         )
-    return check_text(prompt, "the prompt")
+    return check_text(prompt, what)
+
+
+def chat_messages(history: list[dict[str, str]], message: object) -> list[dict[str, str]]:
+    """The conversation so far (kept by the page, as the model saw it) and the user's new
+    ``message``, as chat messages; or a UserError."""
+    message = check_prompt(message, "the message", "type a message for the model to answer")
+    messages = [*history, {"role": "user", "content": message}]
+    total = sum(len(m["content"]) for m in messages)
+    if total > MAX_CONVERSATION_CHARS:
+        raise UserError(f"the conversation has {total:,} characters, more than the {MAX_CONVERSATION_CHARS:,} "
+                        "this page accepts: press Clear to start a new one")
+    return messages
 
 
 def check_choice(value: object, choices: list[str], what: str) -> str:

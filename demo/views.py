@@ -37,7 +37,16 @@ def bundle_description(manifest: contract.Manifest, bundle_dir: Path) -> str:
         + f": {shape.n_layer} layers, {shape.n_head} heads, {shape.n_embd} wide, vocabulary {shape.vocab_size:,}, "
         f"context {shape.context_length} tokens. The model continues your text one token at a time: at each "
         f"step it gives every token of its vocabulary a probability, and one of the likely ones is picked."
+        + (" It is a chat model: in the Chat tab your messages are laid out by its chat template, the way it "
+           "was tuned to read a conversation, and it answers; the Text tab continues any text."
+           if manifest.chat_template is not None else "")
     )
+
+
+def conversation(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Chat messages as the chat box takes them: each text as a text part, which it shows as it is
+    (a plain string it would dedent and strip, changing the model's answer before it is sent back)."""
+    return [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in messages]
 
 
 def stats_line(result: GenerationResult, variant: str, provider: str) -> str:

@@ -6,7 +6,7 @@ writes down every host it looks up or connects to (offline, a telemetry call fai
 lookup, before any connect, so both are watched), and on SIGUSR1 which heavy modules it loaded.
 Its bundle is the shared test bundle as ``gptedge build`` leaves it: optimized (the shared cache)
 with an int8 variant added by the real quantizer, so switching variants switches between two real
-onnxruntime sessions.
+onnxruntime sessions, and an inspection variant; it also declares a chat template, for the Chat tab.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from blockers import BLOCK_HEAVY
+from fixtures_export import declare_chat_template
 
 SERVER = BLOCK_HEAVY + textwrap.dedent("""
     import json, signal, socket, sys
@@ -139,6 +140,7 @@ def demo_bundle(tmp_path_factory, optimized_bundle, export_checkpoint) -> Path:
     shutil.copytree(optimized_bundle, bundle)
     quantize_bundle(bundle, ["int8"], quiet=True)
     make_inspection_variant(bundle, export_checkpoint, quiet=True)  # the page's Look inside
+    declare_chat_template(bundle)  # the page's Chat tab
     return bundle
 
 

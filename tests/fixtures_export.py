@@ -36,15 +36,25 @@ def optimized_bundle(tmp_path_factory, tiny_bundle) -> Path:
     return out
 
 
+# A chat template in Hugging Face's form: turn markers, role names, the answer's start.
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def declare_chat_template(bundle: Path, template: str = CHAT_TEMPLATE) -> None:
+    """Make ``bundle`` a chat bundle (as gptedge export --chat-template does)."""
+    from gptedge.runtime import contract
+
+    manifest = contract.read_manifest(bundle)
+    manifest.chat_template = template
+    contract.write_manifest(bundle, manifest)
+
+
 def chat_copy(bundle: Path, folder: Path, template: str) -> Path:
     """A copy of ``bundle`` in ``folder`` that declares ``template`` as its chat template."""
     import shutil
 
-    from gptedge.runtime import contract
-
     copy = folder / "bundle"
     shutil.copytree(bundle, copy)
-    manifest = contract.read_manifest(copy)
-    manifest.chat_template = template
-    contract.write_manifest(copy, manifest)
+    declare_chat_template(copy, template)
     return copy

@@ -3,7 +3,8 @@
 answer and the stats line, checks that user mistakes show as messages, saves a screenshot, looks
 inside the model (attention map, a token's pours, each layer's guesses; another layer chosen),
 saves a screenshot of that too, picks a next word by clicking its bar, and records every request
-the page makes: none may leave this machine.
+the page makes: none may leave this machine. A chat bundle's page (the shared test bundle declares a
+template) also gets a message answered in its Chat tab, and cleared.
 
 The screenshots go to a temporary folder. The README's docs/demo.png and docs/look-inside.png are
 made by the same test on the bundle ``gptedge build`` makes:
@@ -19,6 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import sync_playwright
 
+import gptedge.runtime
+
 from fixtures_demo import DemoServer, start_server, stop_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -31,6 +34,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 PROMPT = "The for statement is used to"
 EXAMPLE = "When an exception is raised,"
+CHAT_MESSAGE = "The for"
 # Every value the page writes into the answer box, in order: streaming shows as several of them.
 RECORD_ANSWER = """
 const value = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, "value");
@@ -92,7 +96,12 @@ def test_page_in_a_real_browser(server, tmp_path):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.add_init_script(RECORD_ANSWER)
             page.on("request", lambda r: requests.append(r.url))
-            page.goto(server.url, wait_until="networkidle")
+            # Not "networkidle": a page with per-visitor state (the chat's history) keeps a heartbeat open.
+            page.goto(server.url, wait_until="load")
+            page.locator("#variant").wait_for(timeout=30_000)
+            chat_tab = page.get_by_role("tab", name="Chat")
+            if chat_tab.count():  # a chat bundle's page opens on its Chat tab: the prompt is in Text
+                page.get_by_role("tab", name="Text").click()
 
             page.locator("#generate").click()  # nothing typed yet
             expect_message(page, "the prompt is empty")
@@ -152,6 +161,22 @@ def test_page_in_a_real_browser(server, tmp_path):
             page.wait_for_function(f"document.querySelector('#prompt textarea').value.length > {len(EXAMPLE)}",
                                    timeout=30_000)
             assert page.locator("#prompt textarea").input_value().startswith(EXAMPLE)
+
+            if chat_tab.count():  # a message, its answer in the conversation, then Clear
+                chat_tab.click()
+                set_number(page, "#temperature", 0)
+                page.locator("#chat-message textarea").fill(CHAT_MESSAGE)
+                page.locator("#chat-send").click()
+                page.wait_for_function("document.querySelector('#chat-stats').innerText.includes('tokens/s')",
+                                       timeout=60_000)
+                want = gptedge.runtime.load(server.bundle, variant=page.locator("#variant input").input_value()).chat(
+                    [{"role": "user", "content": CHAT_MESSAGE}], temperature=0, max_new_tokens=128)
+                assert f"{len(want.token_ids)} tokens" in page.locator("#chat-stats").inner_text()
+                shown = " ".join(page.locator("#chat").inner_text().split())  # as plain text, not Markdown
+                assert shown.endswith(" ".join([CHAT_MESSAGE, *want.text.split()])), shown
+                page.locator("#chat-clear").click()
+                page.wait_for_function(f"!document.querySelector('#chat').innerText.includes({CHAT_MESSAGE!r})",
+                                       timeout=15_000)
         finally:
             browser.close()
     width, height = png_size(screenshot)

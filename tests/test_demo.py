@@ -1,6 +1,8 @@
 """The demo page served for real on a localhost port and driven through gradio_client, as any API
 user would; its answers are checked against the runtime called directly."""
 
+import re
+
 import pytest
 from gradio_client import Client
 
@@ -67,6 +69,51 @@ def test_next_word_bars_are_the_models_top_tokens(client, demo_server):
     got = label["confidences"]
     assert [c["label"] for c in got] == list(views.candidate_bars(want))
     assert [c["confidence"] for c in got] == pytest.approx([c.probability for c in want])
+
+
+@pytest.fixture
+def visitor(demo_server) -> Client:
+    """A client of its own: the page keeps each visitor's conversation."""
+    return Client(demo_server.url, verbose=False, analytics_enabled=False)
+
+
+def chat(client, message, variant="fp32", *, max_new_tokens=12):
+    """Every update the Chat tab streamed for one greedy answer: (conversation, message box, stats)."""
+    job = client.submit(message, variant, "cpu", 0.0, 50, 0.95, 1.0, max_new_tokens, -1, "", api_name="/chat")
+    job.result()
+    return job.outputs()
+
+
+def texts(conversation) -> list[tuple[str, str]]:
+    """(role, text) of each message the chat box shows (its content comes back as text parts)."""
+    return [(m["role"], "".join(part["text"] for part in m["content"])) for m in conversation]
+
+
+def test_chat_answers_are_the_runtimes_for_the_templates_prompt(visitor, demo_server):
+    """Two turns in the Chat tab: each answer is what ``Model.chat`` gives for the whole conversation,
+    streamed, shown exactly (not dedented), and kept for the next turn."""
+    model = gptedge.runtime.load(demo_server.bundle, variant="fp32", provider="cpu")
+    asked = []
+    for message in ("The for", "And while?"):  # two turns and their answers fit the test model's context
+        updates = chat(visitor, message)
+        conversation, _, stats = updates[-1]
+        asked.append({"role": "user", "content": message})
+        want = model.chat(asked, temperature=0, max_new_tokens=12)
+        assert texts(conversation) == [(m["role"], m["content"]) for m in asked] + [("assistant", want.text)]
+        assert updates[0][1] == ""  # the message box, emptied as the answer starts
+        assert f"{len(want.token_ids)} tokens" in stats and "fp32 on cpu" in stats
+        partial = [texts(u[0])[-1][1] for u in updates[1:-1]]
+        assert all(want.text.startswith(p) for p in partial)
+        asked.append({"role": "assistant", "content": want.text})
+
+
+def test_bad_chat_messages_are_messages_not_errors(visitor):
+    *_, (_, _, stats) = chat(visitor, "  ")
+    assert stats == "⚠ the message is empty: type a message for the model to answer"
+    for _ in range(5):  # 2,000 characters each, the most a message may have
+        *_, (_, _, stats) = chat(visitor, "x" * MAX_PROMPT_CHARS, max_new_tokens=1)
+    assert re.fullmatch("⚠ the conversation has 8,0[0-9][0-9] characters, more than the 8,000 this page accepts: "
+                        "press Clear to start a new one", stats), stats
 
 
 @pytest.mark.parametrize("prompt, message", [("   ", "the prompt is empty"),

@@ -11,19 +11,17 @@ import pytest
 
 import gptedge.runtime
 from blockers import HEAVY, blocking
-from fixtures_export import chat_copy
+from fixtures_export import CHAT_TEMPLATE, chat_copy
 from test_serve import SERVE, serve
 
 openai = pytest.importorskip("openai", reason="the openai client is in the dev extra")
 
-TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
-            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 MESSAGES = [{"role": "system", "content": "You write Python."}, {"role": "user", "content": "The for statement"}]
 
 
 @pytest.fixture(scope="module")
 def chat_bundle(tmp_path_factory, optimized_bundle):
-    return chat_copy(optimized_bundle, tmp_path_factory.mktemp("chat"), TEMPLATE)
+    return chat_copy(optimized_bundle, tmp_path_factory.mktemp("chat"), CHAT_TEMPLATE)
 
 
 @pytest.fixture(scope="module")
