@@ -132,6 +132,19 @@ def test_next_word_answers_an_error_with_the_message(demo_server, server_log, bo
     assert event == "error" and message in data["error"], data
 
 
+@pytest.mark.parametrize("message, words", [
+    ('"ok \\udcff"', "the message is not valid UTF-8 (byte 0xff at character 3)"),
+    ("5", "the message must be text, not int"),
+    ('"   "', "the message is empty"),
+], ids=["surrogate", "number", "empty"])
+def test_chat_answers_raw_values_with_a_message(demo_server, server_log, message, words):
+    """The Chat tab's /chat, sent what its text box never would: the stats line names it."""
+    knobs = ", ".join(json.dumps(GOOD[k]) for k in list(GOOD)[1:])  # the variant, provider and settings
+    event, data = raw_call(demo_server.url, "chat", f'{{"data": [{message}, {knobs}]}}')
+    stats = data[-1]
+    assert event == "complete" and stats.startswith("⚠") and words in stats and "\n" not in stats, stats
+
+
 def test_good_call_still_works_after_the_bad_ones(client, server_log):
     stats = stats_of(client)
     assert "tokens/s" in stats and "fp32 on cpu" in stats
