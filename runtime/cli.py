@@ -12,18 +12,21 @@ import sys
 
 from gptedge import paths
 from gptedge.arguments import BUNDLE_HELP, real_number, whole_number
-from gptedge.errors import check_text
+from gptedge.errors import UserError, check_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     g = subparsers.add_parser(
         "generate",
         help="generate text from a bundle (onnxruntime only), streamed to the terminal",
-        description="Continue PROMPT with the model in BUNDLE, printing text as it is generated. "
-        "Settings left out come from the bundle's manifest.",
+        description="Continue PROMPT with the model in BUNDLE, printing text as it is generated; with --chat, "
+        "answer it as a chat model's user message. Settings left out come from the bundle's manifest.",
     )
     g.add_argument("bundle", metavar="BUNDLE", help=BUNDLE_HELP)
     g.add_argument("prompt", metavar="PROMPT", help="the text to continue ('' starts a new document)")
+    g.add_argument("--chat", action="store_true", help="PROMPT is a user message, laid out by the bundle's chat "
+                   "template (a chat model's bundle); only the answer is printed")
+    g.add_argument("--system", metavar="TEXT", help="with --chat: a system message before it")
     g.add_argument("--max-new-tokens", type=whole_number(0), metavar="N")
     g.add_argument("--temperature", type=real_number, metavar="T", help="0 is greedy")
     g.add_argument("--top-k", type=whole_number(0), metavar="K", help="0 switches it off")
@@ -48,6 +51,10 @@ def run_generate(args: argparse.Namespace) -> int:
     from gptedge.runtime.settings import GenerationSettings
 
     check_text(args.prompt, "the prompt")
+    if args.system is not None and not args.chat:
+        raise UserError("--system is the system message of a chat: add --chat (or leave --system out)")
+    messages = [{"role": "system", "content": check_text(args.system, "the --system text")}] if args.system else []
+    messages.append({"role": "user", "content": args.prompt})
     flags = {
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,
@@ -61,8 +68,9 @@ def run_generate(args: argparse.Namespace) -> int:
     GenerationSettings().replace(**flags)  # a bad value fails now, not after seconds of loading
     model = load(paths.resolve_bundle(args.bundle), variant=args.variant, provider=args.provider, threads=args.threads)
     print(f"[{model.describe()}]", file=sys.stderr, flush=True)
-    stream = model.stream(args.prompt, **flags)
-    sys.stdout.write(args.prompt)
+    stream = model.stream(model.chat_prompt(messages) if args.chat else args.prompt, **flags)
+    if not args.chat:  # a continuation reads on from the prompt; an answer stands alone
+        sys.stdout.write(args.prompt)
     for piece in stream:
         sys.stdout.write(piece)
         sys.stdout.flush()

@@ -20,6 +20,7 @@ import torch
 
 import gptedge.runtime
 from blockers import BLOCK_HEAVY
+from fixtures_export import CHAT_TEMPLATE, chat_copy
 from gptedge.errors import UserError
 from gptedge.runtime import contract, providers
 from gptedge.runtime.model import Model
@@ -246,6 +247,21 @@ def test_cli_generate_streams_and_reports(tiny_bundle, capsys):
 
 
 
+
+
+def test_cli_generate_chat_prints_the_answer_to_the_templates_prompt(tiny_bundle, tmp_path, capsys):
+    from gptedge.cli import main
+
+    chat_bundle = chat_copy(tiny_bundle, tmp_path, CHAT_TEMPLATE)
+    assert main(["generate", str(chat_bundle), "The for", "--chat", "--system", "You write Python.",
+                 "--max-new-tokens", "8", "--temperature", "0", "--threads", "1"]) == 0
+    messages = [{"role": "system", "content": "You write Python."}, {"role": "user", "content": "The for"}]
+    want = gptedge.runtime.load(chat_bundle, threads=1).chat(messages, max_new_tokens=8, temperature=0.0)
+    assert capsys.readouterr().out == want.text + "\n"  # the answer alone: no prompt, no template markup
+    assert main(["generate", str(tiny_bundle), "Hi", "--chat"]) == 2
+    assert "this bundle declares no chat template" in capsys.readouterr().err
+    assert main(["generate", str(chat_bundle), "Hi", "--system", "Be brief."]) == 2
+    assert "--system is the system message of a chat: add --chat" in capsys.readouterr().err
 
 
 def test_runtime_runs_where_importing_torch_fails(bundle):
