@@ -60,11 +60,20 @@ def _resolve(path: Path, marker: str, inner: str) -> Path:
 
 
 def output_folder(path: str | Path, flag: str) -> Path:
-    """``path`` as a folder a command may write reports into: refused at once (before minutes of
-    measuring) if it is an existing file."""
-    from gptedge.errors import UserError
+    """``path`` as a folder a command may write reports into, made now: a file there, or a folder
+    that cannot be made or written (read-only, a parent that is a file), is refused at once, before
+    minutes of measuring, in one line naming the flag."""
+    import os
+
+    from gptedge.errors import UserError, write_error
 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} is a file: pass a folder for the reports")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        raise write_error(e, f"{flag} {path}", "run it again") from None
     return path

@@ -36,18 +36,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    from gptedge.runtime import contract
+
     bundle = paths.resolve_bundle(args.bundle)
     if args.text is None and not args.make:
         raise UserError("give the TEXT to look at (or --make to add the inspection variant)")
     if args.text is not None:
         check_text(args.text, "the text")
-    out = paths.output_folder(args.out, "--out")
+        contract.read_manifest(bundle)  # a bad bundle is refused before --out is made
+        out = paths.output_folder(args.out, "--out")
     if args.make:
         make(bundle, args.checkpoint, args.quiet)
     if args.text is None:
         return 0
     from gptedge.inside import figures
-    from gptedge.runtime import contract, load
+    from gptedge.runtime import load
 
     manifest = contract.read_manifest(bundle)
     name = next((n for n, v in manifest.variants.items() if v.inspection is not None), None)
