@@ -24,6 +24,7 @@ from gptedge.errors import UserError
 from gptedge.runtime import contract
 from gptedge.runtime.decoder import Decoder
 from gptedge.runtime.next_token import Candidate, log_softmax, top_tokens
+from gptedge.runtime.text import check_token_ids
 
 if TYPE_CHECKING:
     from gptedge.runtime.model import Model
@@ -49,7 +50,8 @@ def inspect(model: "Model", text: str | Sequence[int], k: int = 5) -> Inspection
                         + (f"{names[0]!r}" if names else "'inspect' after gptedge inspect --make BUNDLE"))
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise UserError(f"k={k!r} is invalid: ask for at least 1 guess per layer")
-    ids = model.encode(text) if isinstance(text, str) else list(text)
+    V = model.manifest.model.vocab_size
+    ids = model.encode(text) if isinstance(text, str) else check_token_ids(text, V, "the token ids to look at")
     if not ids:
         raise UserError("the text is empty: give at least one token to look at")
     C = model.context_length

@@ -5,6 +5,7 @@ weights; the last layer's logit lens must be the model's own next-token distribu
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -102,3 +103,9 @@ def test_bad_input(inspected, tiny_bundle, tmp_path, capsys):
     with pytest.raises(UserError, match="no inspection outputs"):
         gptedge.runtime.load(inspected, variant="fp32").inspect("x")
     assert list(tmp_path.iterdir()) == []
+    model = gptedge.runtime.load(inspected, variant="inspect")
+    V = model.manifest.model.vocab_size
+    for ids, words in (({"a": 1}, "are of type dict"), ([V], f"must be in 0..{V - 1} for this model, not {V}"),
+                       (np.array([1.0]), "are a 1-D float64 array"), ([[1]], "hold list")):
+        with pytest.raises(UserError, match="the token ids to look at " + re.escape(words)):
+            model.inspect(ids)
