@@ -6,7 +6,7 @@ import argparse
 
 from gptedge import paths
 from gptedge.runtime import contract
-from gptedge.arguments import require, whole_number
+from gptedge.arguments import require, thread_count, whole_number
 from gptedge.errors import UserError
 
 
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=whole_number(1), default=7860, help="port to listen on (default 7860)")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link (off by default)")
-    p.add_argument("--threads", type=whole_number(1), default=None, help="onnxruntime threads per session (default: one per core)")
+    p.add_argument("--threads", type=thread_count, default=None, help="onnxruntime threads per session (default: one per core)")
     p.set_defaults(func=run_demo)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gptedge.arguments import BUNDLE_HELP, CHECKPOINT_HELP, require, whole_number
+from gptedge.arguments import BUNDLE_HELP, CHECKPOINT_HELP, require, thread_count, whole_number
 from gptedge.errors import UserError
 from gptedge.paths import output_folder, resolve_bundle, resolve_checkpoint
 
@@ -163,7 +163,7 @@ def register_quantize(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--out", metavar="DIR", help="where to write the reports (default: BUNDLE/eval)")
     e.add_argument("--provider", default="auto", help="execution provider for generation and speed (default: "
                    "auto, per variant as the runtime picks; quality figures always run on cpu)")
-    e.add_argument("--threads", type=whole_number(1), default=None, help="onnxruntime intra-op threads (default: one per core)")
+    e.add_argument("--threads", type=thread_count, default=None, help="onnxruntime intra-op threads (default: one per core)")
     e.add_argument("--new-tokens", type=whole_number(1), default=128, help="greedy tokens generated per prompt (default 128)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=run_eval)

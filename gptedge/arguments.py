@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 from typing import Callable
 
 from gptedge.errors import UserError
@@ -42,6 +43,12 @@ def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], in
         return value
 
     return parse
+
+
+def thread_count(text: str) -> int:
+    """An argparse ``type`` for --threads: 1 to four per core. More only queue for the same cores,
+    and thousands take minutes to start (each thread is made before the first step)."""
+    return whole_number(1, 4 * (os.cpu_count() or 1))(text)
 
 
 def real_number(text: str) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from gptedge import paths
-from gptedge.arguments import BUNDLE_HELP, whole_number
+from gptedge.arguments import BUNDLE_HELP, thread_count, whole_number
 from gptedge.errors import UserError
 
 
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "folder), for the PyTorch baseline")
     b.add_argument("--variants", nargs="+", metavar="NAME", help="variants to measure (default: all)")
     b.add_argument("--providers", nargs="+", metavar="NAME", help="providers to measure (default: all available)")
-    b.add_argument("--threads", type=whole_number(1), default=2, help="intra-op threads for both engines (default 2)")
+    b.add_argument("--threads", type=thread_count, default=2, help="intra-op threads for both engines (default 2)")
     b.add_argument("--prompt-tokens", type=whole_number(1),
                    help="prompt length (default 64, a quarter of a shorter context)")
     b.add_argument("--new-tokens", type=whole_number(1),

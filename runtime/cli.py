@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from gptedge import paths
-from gptedge.arguments import BUNDLE_HELP, real_number, whole_number
+from gptedge.arguments import BUNDLE_HELP, real_number, thread_count, whole_number
 from gptedge.errors import UserError, check_text
 
 
@@ -43,7 +43,7 @@ def _add_session_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="auto", help="variant name from the manifest (default: auto)")
     p.add_argument("--provider", default="auto", help="cpu, cuda, tensorrt, directml, coreml, nnapi, xnnpack, "
                    "qnn, webgpu (default: auto, the best this onnxruntime offers)")
-    p.add_argument("--threads", type=whole_number(1), help="onnxruntime intra-op threads (default: one per core)")
+    p.add_argument("--threads", type=thread_count, help="onnxruntime intra-op threads (default: one per core)")
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ import sys
 import threading
 
 from gptedge import paths
-from gptedge.arguments import BUNDLE_HELP, whole_number
+from gptedge.arguments import BUNDLE_HELP, thread_count, whole_number
 
 API_KEY_VARIABLE = "GPTEDGE_API_KEY"
 
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--variant", default="auto", help="variant to serve (default: auto)")
     s.add_argument("--provider", default="cpu", help="execution provider (default: cpu; continuous batching "
                    "rearranges the cache in host memory)")
-    s.add_argument("--threads", type=whole_number(1), help="onnxruntime intra-op threads (default: one per core)")
+    s.add_argument("--threads", type=thread_count, help="onnxruntime intra-op threads (default: one per core)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     s.add_argument("--port", type=whole_number(1, 65535), default=8000, help="port (default 8000)")
     s.add_argument("--slots", type=whole_number(1, 256), default=8, help="requests decoded together (default 8)")

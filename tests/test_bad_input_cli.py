@@ -48,6 +48,9 @@ PARSE_ERRORS = [
     (["generate", "B", "x", "--top-k", "-1"], "--top-k: -1 is out of range"),
     (["generate", "B", "x", "--seed", "-1"], "--seed: -1 is out of range"),
     (["generate", "B", "x", "--threads", "0"], "--threads: 0 is out of range"),
+    (["generate", "B", "x", "--threads", "100000"], f"--threads: 100000 is out of range: use a whole number from 1 to "
+                                                    f"{4 * os.cpu_count()}"),
+    (["train", "--threads", "-1"], "--threads: -1 is out of range"),
     (["generate", "B"], "the following arguments are required: PROMPT"),
     (["bench", "B", "--repeat", "0"], "--repeat: 0 is out of range"),
     (["bench", "B", "--soak", "-1"], "--soak: -1 is out of range"),

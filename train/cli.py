@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gptedge.arguments import require
+from gptedge.arguments import require, thread_count
 from gptedge.train.config import PRESETS
 
 # CLI flags that override a TrainConfig / GPTConfig field of the same name (None = preset's value).
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-interval", type=int, help="steps between held-out evaluations")
     p.add_argument("--checkpoint-interval", type=int, help="steps between checkpoints")
     p.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu or cuda")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core; fewer on a busy machine)")
+    p.add_argument("--threads", type=thread_count, help="CPU threads for torch (default: one per core; fewer on a busy machine)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run_train)
 
