@@ -148,7 +148,6 @@ OPTION_CASES = [
     (["train", "--min-lr", "0.5"], "--min-lr 0.5 is out of range"),
     (["train", "--dropout", "1.5"], "dropout=1.5 is out of range"),
     (["train", "--warmup-steps", "-5"], "--warmup-steps -5 is out of range"),
-    (["train", "--threads", "0"], "--threads 0 is out of range"),
     (["train", "--seq-len", "1000"], "exceeds the model's context length"),
     (["train", "--vocab-size", "100"], "too small"),
     (["train", "--device", "tpu"], "--device 'tpu' is unknown"),
