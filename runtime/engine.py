@@ -129,6 +129,9 @@ class Engine:
         if decoder.device != "cpu":
             raise UserError(f"continuous batching rearranges the cache in host memory: serve with the cpu "
                             f"provider, not {model.provider}")
+        for name, value, least in (("slots", slots, 1), ("queue_size", queue_size, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise UserError(f"{name}={value!r} is invalid: use a whole number >= {least}")
         self.model, self.decoder = model, decoder
         self.C, self.V = decoder.shape.context_length, decoder.shape.vocab_size
         self.eos_id, self.pad_id = model.manifest.eos_token_id, model.manifest.pad_token_id

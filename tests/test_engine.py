@@ -6,11 +6,13 @@ depend only on a row's own tokens, so "a request gets what it gets alone" is exa
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
 
 from fake_decoder import fake_model
+from gptedge.errors import UserError
 from gptedge.runtime import Busy, Engine
 
 PROMPTS = ["a", "hello there", "x" * 20, "The for statement", "bb", "a much longer prompt of words", "q", "zz top"]
@@ -68,6 +70,14 @@ def test_stop_strings_eos_and_events(model):
         assert engine.submit("hi", max_new_tokens=0).result()[0].token_ids == []
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("kw, words", [(dict(slots=0), "slots=0 is invalid: use a whole number >= 1"),
+                                       (dict(slots="a"), "slots='a' is invalid"),
+                                       (dict(queue_size=-1), "queue_size=-1 is invalid: use a whole number >= 0")])
+def test_bad_sizes_are_refused(model, kw, words):
+    with pytest.raises(UserError, match=re.escape(words)):
+        Engine(model, **kw)
 
 
 def test_cancel_frees_the_slot_and_a_full_queue_is_refused(model):
