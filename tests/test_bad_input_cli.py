@@ -93,6 +93,7 @@ EARLY_ERRORS = [
     (["eval", "nothing-here"], "bundle nothing-here does not exist"),
     (["export", "nothing-here", "out"], "checkpoint folder nothing-here does not exist"),
     (["export", ".", "out"], "is not a gptedge checkpoint"),
+    (["export", "notes.txt", "out"], "notes.txt is a file, not a checkpoint folder"),
 ]
 
 

@@ -381,6 +381,8 @@ def _hf_folder(tmp_path: Path, tokenizer_file: Path, how: str) -> Path:
         config["activation_function"] = ["gelu"]
     elif how == "not-gpt2":
         config["model_type"] = "llama"
+    elif how == "a-gptedge-checkpoint":  # what gptedge train writes: config.json says so
+        config = {"format": "gptedge-checkpoint", "format_version": 1}
     (folder / "config.json").write_text(json.dumps(config))
     shutil.copy(tokenizer_file, folder / "tokenizer.json")
     if how == "corrupt-safetensors":
@@ -398,6 +400,7 @@ HF_CASES = {
     "n_embd-an-object": "n_embd must be a whole number, not {'value': 64}",
     "activation-a-list": "activation_function",
     "not-gpt2": "'llama' model, not GPT-2",
+    "a-gptedge-checkpoint": "is already a gptedge checkpoint: export it (gptedge export",
     "corrupt-safetensors": "cannot read",
     "no-weights": "has no model.safetensors",
 }

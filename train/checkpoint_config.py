@@ -127,6 +127,8 @@ def find_config(path: str | Path) -> Path:
     """``path/config.json``, or a one-line error saying what ``path`` is instead."""
     path = Path(path)
     cfg_path = path / CONFIG_FILE
+    if path.is_file():
+        raise UserError(f"{path} is a file, not a checkpoint folder: point at the folder gptedge train or import wrote")
     if not path.is_dir():
         raise UserError(f"checkpoint folder {path} does not exist: train one with gptedge train or gptedge import")
     if not cfg_path.is_file() and (path / "checkpoint" / CONFIG_FILE).is_file():

@@ -25,7 +25,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from gptedge import atomic
 from gptedge.errors import UserError, write_error
 from gptedge.train.checkpoint import TIED_KEY, load_exact, save_checkpoint
-from gptedge.train.checkpoint_config import TOKENIZER_FILE, ImportRecord
+from gptedge.train.checkpoint_config import FORMAT, TOKENIZER_FILE, ImportRecord
 from gptedge.train.config import GPTConfig, TrainConfig
 from gptedge.train.model import GPT
 from gptedge.train.tokenizer import EOS_TOKEN
@@ -123,6 +123,9 @@ def _read_hf(folder: Path, tokenizer: str | Path | None) -> tuple[GPTConfig, dic
         raise UserError(f"{folder / 'config.json'} is not valid JSON ({e}): re-download the model") from None
     if not isinstance(hf, dict):
         raise UserError(f"{folder / 'config.json'} holds {type(hf).__name__}, not an object: it is not a GPT-2 config")
+    if hf.get("format") == FORMAT:
+        raise UserError(f"{folder} is already a gptedge checkpoint: export it (gptedge export {folder} OUT), "
+                        "no import needed")
     if hf.get("model_type") != "gpt2":
         raise UserError(f"{folder} holds a {hf.get('model_type')!r} model, not GPT-2: only GPT-2 can be imported")
     missing = [k for k in ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd") if k not in hf]
