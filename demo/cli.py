@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
 from gptedge import paths
 from gptedge.runtime import contract
@@ -39,9 +40,17 @@ def run_demo(args: argparse.Namespace) -> int:
     from gptedge.demo.models import ModelPool
 
     pool = ModelPool(bundle, threads=args.threads)  # a bad bundle fails here, before the server starts
+    # gradio, failing to listen, prints uvicorn's error and then blames the port whatever the cause
+    # (a host that does not resolve, or is not this machine's): try the address first.
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            probe.bind((args.host, args.port))
+    except OSError as e:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e}): pick another --port or "
+                        "--host") from None
     print(f"serving {bundle} on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     try:
         serve(pool, host=args.host, port=args.port, share=args.share)
-    except OSError as e:  # gradio raises OSError when the port is taken
+    except OSError as e:  # taken between the check and gradio's start
         raise UserError(f"cannot listen on {args.host}:{args.port} ({e}): pick another --port") from None
     return 0

@@ -9,6 +9,7 @@ each slider's range, max new tokens up to the page's limit."""
 from __future__ import annotations
 
 import json
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -154,3 +155,14 @@ def test_demo_command_on_a_file(capsys, demo_bundle):
     assert main(["demo", str(demo_bundle / "tokenizer.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert "is a file, not a bundle folder" in err and "\n" not in err
+
+
+def test_an_address_it_cannot_listen_on_is_one_line(capsys, demo_bundle):
+    """A taken port, a host that does not resolve: one line naming the address, before the page starts."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        for host, why in (("127.0.0.1", "Address already in use"), ("no-such-host.invalid", "")):
+            assert main(["demo", str(demo_bundle), "--host", host, "--port", str(port)]) == 2
+            out, err = capsys.readouterr()
+            assert err.startswith(f"gptedge demo: error: cannot listen on {host}:{port} ({why}")
+            assert err.strip().endswith("pick another --port or --host") and "\n" not in err.strip() and not out
