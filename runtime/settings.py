@@ -66,8 +66,8 @@ class GenerationSettings:
             raise bad("repetition_penalty", "a number > 0 (1 switches it off)")
         if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
             raise bad("seed", "a whole number >= 0, or none")
-        if not all(isinstance(s, str) for s in self.stop):
-            raise bad("stop", "a string or a list of strings")
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise bad("stop", "a string or a list of strings, none of them empty")
         for s in self.stop:
             check_text(s, f"stop string {s!r}")
         if not isinstance(self.ignore_eos, bool):

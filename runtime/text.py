@@ -99,7 +99,7 @@ class StopStrings:
     """
 
     def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = tuple(s for s in stops if s)
+        self.stops = stops
         self.longest = max((len(s) for s in self.stops), default=0)
         self.text = ""  # all text kept so far (the final output once stopped)
         self._shown = 0  # how much of it has been returned

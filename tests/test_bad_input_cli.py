@@ -87,6 +87,7 @@ EARLY_ERRORS = [
     (["generate", "nothing-here", "x", "--stop", "a\udce9"], "--stop text is not valid UTF-8 (byte 0xe9"),
     (["generate", "nothing-here", "x", "--top-p", "2"], "top_p=2.0 is invalid"),
     (["generate", "nothing-here", "x", "--repetition-penalty", "0"], "repetition_penalty=0.0 is invalid"),
+    (["generate", "nothing-here", "x", "--stop", ""], "stop=('',) is invalid: use a string or a list of strings, none"),
     (["verify", "."], "is not a gptedge bundle"),
     (["optimize", "nothing-here"], "bundle nothing-here does not exist"),
     (["quantize", ".", "--to", "int8"], "is not a gptedge bundle"),

@@ -69,6 +69,7 @@ SETTINGS = [
     (dict(stop=[1]), "stop=(1,)"),
     (dict(stop=5), "stop=5"),
     (dict(stop=b"ab"), "stop=b'ab'"),
+    (dict(stop=["ok", ""]), "stop=('ok', '') is invalid: use a string or a list of strings, none of them empty"),
     (dict(stop=["ok", "\udcff"]), "byte 0xff"),
     (dict(ignore_eos="yes"), "ignore_eos='yes'"),
     (dict(temprature=0.5), "unknown generation setting temprature"),
