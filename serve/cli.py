@@ -11,6 +11,7 @@ import threading
 
 from gptedge import paths
 from gptedge.arguments import BUNDLE_HELP, thread_count, whole_number
+from gptedge.errors import UserError
 
 API_KEY_VARIABLE = "GPTEDGE_API_KEY"
 
@@ -43,10 +44,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from gptedge.runtime import Engine, load
     from gptedge.serve.http import App, Server
 
+    api_key = _api_key(args.api_key)  # before the model loads: a bad key is told at once
     bundle = paths.resolve_bundle(args.bundle if args.bundle is not None else paths.bundle_dir())
     model = load(bundle, variant=args.variant, provider=args.provider, threads=args.threads)
     engine = Engine(model, slots=args.slots, queue_size=args.queue)
-    api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
     server = Server(App(model, engine, api_key), args.host, args.port, verbose=args.verbose)
     stop = lambda *_: threading.Thread(target=server.shutdown, daemon=True).start()  # noqa: E731
     signal.signal(signal.SIGTERM, stop)
@@ -64,3 +65,21 @@ def run_serve(args: argparse.Namespace) -> int:
         server.server_close()
     print("gptedge serve: stopped", file=sys.stderr)
     return 0
+
+
+def _api_key(flag: str | None) -> str | None:
+    """The key from --api-key, else $GPTEDGE_API_KEY, else None (no key). An empty key would turn
+    authentication off unseen, and one outside visible ASCII could never be sent: HTTP clients
+    (the openai one among them) encode headers as ASCII, and a space or tab at its end is dropped."""
+    if flag is not None:
+        where, key = "--api-key", flag
+    else:
+        where, key = f"${API_KEY_VARIABLE}", os.environ.get(API_KEY_VARIABLE)
+    if key is None:
+        return None
+    if not key:
+        raise UserError(f"{where} is empty: give it a key, or remove it to serve without one")
+    if not all("!" <= c <= "~" for c in key):
+        raise UserError(f"{where} holds a character other than visible ASCII (letters, digits, punctuation; no "
+                        "spaces): pick a key that clients can send in an Authorization header")
+    return key

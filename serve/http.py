@@ -9,11 +9,13 @@ Routes: ``POST /v1/completions`` (streamed as server-sent events when asked), ``
 /v1/chat/completions`` (the messages laid out by the bundle's chat template; a 400 for a bundle
 that declares none, a base model), ``GET /v1/models``, ``GET /health``, ``GET /metrics``
 (Prometheus text). With an API key, ``/v1/*`` needs ``Authorization: Bearer KEY``. A client that
-goes away cancels its generation.
+goes away cancels its generation; one that stops sending mid-request is answered 408 after
+``READ_TIMEOUT_S``. Every error, http.server's own included, is an OpenAI error object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import queue
@@ -22,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
@@ -32,6 +35,12 @@ from gptedge.serve.metrics import prometheus
 
 MAX_BODY = 4 * 1024 * 1024  # bytes of JSON a request may send
 POLL_S = 0.25  # how often a waiting request checks whether its client is still there
+# How long a read (or a write) may wait on the client before its connection is given up. Only a
+# request is read: a generation waits on the engine, not the socket, so a long stream is not cut.
+READ_TIMEOUT_S = 60
+# The fix for each refusal http.server makes before a route runs (others: a malformed request line).
+REQUEST_FIXES = {414: "send long parameters in the JSON body of a POST", 431: "send fewer and shorter headers",
+                 505: "send an HTTP/1.1 request"}
 
 
 class App:
@@ -59,11 +68,18 @@ class App:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = READ_TIMEOUT_S  # a client that never sends its request would hold its thread forever
     server: "Server"
 
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a token goes out at once
+
+    def handle(self) -> None:
+        """Every request on the connection. A client that went away (at any point: mid-request,
+        while its answer or its error was written) ends it quietly; its generation was cancelled."""
+        with contextlib.suppress(ConnectionError):
+            super().handle()
 
     # -- routing -----------------------------------------------------------------------------------
 
@@ -78,8 +94,6 @@ class Handler(BaseHTTPRequestHandler):
             route(self.path.split("?", 1)[0].rstrip("/") or "/")
         except openai.ApiError as e:
             self._json(e.status, e.body(), e.headers)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client left; its generation was cancelled where that matters
 
     def _get(self, path: str) -> None:
         app = self.server.app
@@ -100,9 +114,13 @@ class Handler(BaseHTTPRequestHandler):
         raise openai.ApiError(404, f"no route GET {path}", kind="not_found_error")
 
     def _post(self, path: str) -> None:
-        if path not in ("/v1/completions", "/v1/chat/completions"):
-            raise openai.ApiError(404, f"no route POST {path}", kind="not_found_error")
-        self._authorize()
+        try:
+            if path not in ("/v1/completions", "/v1/chat/completions"):
+                raise openai.ApiError(404, f"no route POST {path}", kind="not_found_error")
+            self._authorize()
+        except openai.ApiError as e:  # answered before the body is read: the connection closes, as in _body
+            e.headers["Connection"] = "close"
+            raise
         body = self._body()
         if path == "/v1/chat/completions":
             return self._chat(body)
@@ -120,16 +138,36 @@ class Handler(BaseHTTPRequestHandler):
                                   kind="authentication_error", code="invalid_api_key")
 
     def _body(self) -> Any:
+        """The request's JSON. A refusal before the whole body is read closes the connection: what
+        the client sends next is the rest of this body, not a request."""
+        close = {"Connection": "close"}
+        given = self.headers.get("Content-Length")
+        if given is None:
+            raise openai.ApiError(411, "send a Content-Length header with the JSON body", headers=close)
+        if not (given.isascii() and given.isdigit()):
+            raise openai.ApiError(400, f"the Content-Length header is {given!r}: send the body's size in bytes, "
+                                       "a whole number", headers=close)
+        length = int(given)
+        if length > MAX_BODY:
+            raise openai.ApiError(413, f"the body is {length} bytes; at most {MAX_BODY} are taken", headers=close)
         try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            raise openai.ApiError(411, "send a Content-Length header with the JSON body") from None
-        if not 0 <= length <= MAX_BODY:
-            raise openai.ApiError(413, f"the body is {length} bytes; at most {MAX_BODY} are taken")
+            data = self.rfile.read(length)
+        except TimeoutError:
+            raise openai.ApiError(408, f"the body stopped coming: of the {length} bytes Content-Length announced, "
+                                       f"nothing more came for {self.timeout} s; send the whole body at once",
+                                  headers=close) from None
+        if len(data) < length:
+            raise openai.ApiError(400, f"the body ended after {len(data)} of the {length} bytes Content-Length "
+                                       "announced: send the whole body", headers=close)
         try:
-            return json.loads(self.rfile.read(length))
+            return json.loads(data)
+        except RecursionError:
+            raise openai.ApiError(400, "the body's JSON is nested too deeply to read: send a flatter object") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise openai.ApiError(400, f"the body is not JSON ({e})") from None
+        except ValueError:  # what else json.loads raises: Python's limit on an integer's digits
+            raise openai.ApiError(400, "the body holds a number with more digits than this server reads: "
+                                       "send shorter numbers") from None
 
     def _completions(self, body: Any) -> None:
         app = self.server.app
@@ -201,7 +239,15 @@ class Handler(BaseHTTPRequestHandler):
         return request
 
     def _submit(self, request: openai.CompletionRequest) -> list[Job]:
+        """A job per prompt: all of them, or none (429 when the server is full now, 400 when it
+        could never take them all: the engine holds at most slots + queue requests)."""
         app = self.server.app
+        most = app.engine.slots + app.engine.queue_size
+        if len(request.prompts) > most:
+            raise openai.ApiError(400, f"the request has {len(request.prompts)} prompts, more than this server takes "
+                                       f"at once ({app.engine.slots} slots + a queue of {app.engine.queue_size}): "
+                                       f"send at most {most} per request, or start gptedge serve with more --slots "
+                                       "or --queue", param="prompt")
         jobs: list[Job] = []
         try:
             for prompt in request.prompts:
@@ -360,7 +406,24 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(payload)
+        if self.command != "HEAD":  # its answer is the headers alone
+            self.wfile.write(payload)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals, made before any route (a request line that is not HTTP, a
+        URL or headers too long, a method without a do_*), as the routes' JSON error object, not
+        its HTML page. The connection closes: what comes next cannot be trusted to be a request."""
+        self.log_error("code %d, message %s", code, message)
+        if code == HTTPStatus.NOT_IMPLEMENTED:  # a method this server has no do_* for
+            error = openai.ApiError(405, f"method {self.command} is not allowed: use GET or POST",
+                                    headers={"Allow": "GET, POST"})
+        else:
+            fix = REQUEST_FIXES.get(code, "send an HTTP/1.1 request, such as POST /v1/completions (this server "
+                                          "speaks plain HTTP, not HTTPS)")
+            error = openai.ApiError(code, f"{message or HTTPStatus(code).phrase}: {fix}")
+        if self.request_version == "HTTP/0.9":  # a garbage request line leaves it there: then no status line
+            self.request_version = "HTTP/1.0"  # would be sent, and clients today read only HTTP/1.x answers
+        self._json(error.status, error.body(), {**error.headers, "Connection": "close"})
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:

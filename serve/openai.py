@@ -3,8 +3,8 @@ the engine takes, and results shaped into the response, stream chunk and error o
 
 Checked the way the OpenAI API checks: a wrong type or value is a 400 ``invalid_request_error``
 naming the parameter; parameters this server cannot honour (``n`` > 1, a ``suffix``, presence or
-frequency penalties, tools, structured output) are refused rather than ignored, so a client never
-gets silently different behaviour. gptedge's own ``top_k``, ``repetition_penalty`` and
+frequency penalties, ``logit_bias``, tools, structured output) are refused rather than ignored, so a
+client never gets silently different behaviour. gptedge's own ``top_k``, ``repetition_penalty`` and
 ``ignore_eos`` are accepted as extra fields.
 """
 
@@ -117,6 +117,10 @@ def read_chat(body: Any, defaults: GenerationSettings, context_length: int, voca
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list of {\"role\": ..., \"content\": ...} objects",
                        param="messages")
+    for i, message in enumerate(messages):  # whatever the template makes of them, the model knows no tools
+        if isinstance(message, dict) and message.get("tool_calls") not in (None, []):
+            raise ApiError(400, f"messages[{i}].tool_calls is not supported: this server has no tools, so send "
+                                "the conversation as text", param="messages")
     top = _get(body, "top_logprobs", (int,), 0, "a whole number")
     _in_range("top_logprobs", top, 0, MAX_TOP_LOGPROBS)
     wants = _get(body, "logprobs", (bool,), False, "true or false")
@@ -131,13 +135,16 @@ def read_chat(body: Any, defaults: GenerationSettings, context_length: int, voca
 def _settings(body: dict, defaults: GenerationSettings, context_length: int, vocab_size: int, max_name: str,
               max_default: int) -> GenerationSettings:
     """The generation settings both endpoints take, checked the OpenAI API's way."""
-    for name, allowed in (("n", 1), ("best_of", 1)):
-        if body.get(name, allowed) not in (allowed, None):
+    for name in ("n", "best_of"):
+        if _get(body, name, (int,), 1, "a whole number") != 1:
             raise ApiError(400, f"{name} must be 1: this server returns one completion per prompt", param=name)
     for name in ("presence_penalty", "frequency_penalty"):
         if body.get(name) not in (None, 0, 0.0):
             raise ApiError(400, f"{name} is not supported: use repetition_penalty (gptedge's, > 0; 1 is none)",
                            param=name)
+    if body.get("logit_bias") not in (None, {}):
+        raise ApiError(400, "logit_bias is not supported: leave it out (tokens are sampled as the model weighs them)",
+                       param="logit_bias")
     max_tokens = _get(body, max_name, (int,), max_default, "a whole number")
     if not 0 <= max_tokens <= context_length:
         raise ApiError(400, f"{max_name} must be between 0 and the context length, {context_length}; got {max_tokens}",
@@ -166,10 +173,13 @@ def _settings(body: dict, defaults: GenerationSettings, context_length: int, voc
 
 def _request(body: dict, prompts: list, settings: GenerationSettings, **fields: Any) -> CompletionRequest:
     options = _get(body, "stream_options", (dict,), {}, "an object")
+    include_usage = options.get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise ApiError(400, f"stream_options.include_usage must be true or false, not {type(include_usage).__name__}",
+                       param="stream_options")
     return CompletionRequest(
         prompts=prompts, settings=settings, stream=bool(_get(body, "stream", (bool,), False, "true or false")),
-        include_usage=bool(options.get("include_usage", False)), model=_get(body, "model", (str,), None, "a string"),
-        **fields,
+        include_usage=bool(include_usage), model=_get(body, "model", (str,), None, "a string"), **fields,
     )
 
 

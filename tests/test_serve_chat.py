@@ -30,6 +30,7 @@ def client(tmp_path_factory, chat_bundle):
     yield served.client()
     served.proc.send_signal(signal.SIGTERM)
     served.proc.wait(timeout=30)
+    assert "Traceback" not in served.log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,13 @@ def test_logprobs_and_stop(client, model):
     (dict(messages=MESSAGES, top_logprobs=2), 400, "top_logprobs needs logprobs: true"),
     (dict(messages=MESSAGES, max_tokens=10**6), 400, "max_tokens must be between 0 and the context length"),
     (dict(messages=MESSAGES, n=2), 400, "n must be 1"),
+    (dict(messages=MESSAGES, n=True), 400, "n must be a whole number, not bool"),
+    (dict(messages=MESSAGES, logit_bias={"50": 10}), 400, "logit_bias is not supported"),
+    (dict(messages=[*MESSAGES, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]), 400,
+     "messages[2].tool_calls is not supported"),
+    (dict(messages=MESSAGES, stream=True, stream_options={"include_usage": 1}), 400,
+     "stream_options.include_usage must be true or false, not int"),
     (dict(messages=MESSAGES, model="int4"), 404, "is not served here"),
 ])
 def test_requests_it_cannot_honour_get_error_objects(client, call, status, words):
