@@ -60,20 +60,20 @@ def _resolve(path: Path, marker: str, inner: str) -> Path:
 
 
 def output_folder(path: str | Path, flag: str) -> Path:
-    """``path`` as a folder a command may write reports into, made now: a file there, or a folder
-    that cannot be made or written (read-only, a parent that is a file), is refused at once, before
-    minutes of measuring, in one line naming the flag."""
+    """``path`` as a folder a command may write reports into, refused at once (before minutes of
+    measuring) in one line naming the flag: a file, or a place no folder can be made (under a file,
+    or in a folder that is not writable). Nothing is made yet: a command refused later leaves none."""
     import os
 
-    from gptedge.errors import UserError, write_error
+    from gptedge.errors import UserError
 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} is a file: pass a folder for the reports")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if not os.access(path, os.W_OK):
-            raise PermissionError(13, "Permission denied")
-    except OSError as e:
-        raise write_error(e, f"{flag} {path}", "run it again") from None
+    existing = next(p for p in (path, *path.parents) if p.exists())  # the folder it would be made in
+    if not existing.is_dir():
+        raise UserError(f"cannot write {flag} {path} ({existing} is a file): pass a folder that can be made")
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"cannot write {flag} {path} ({existing} is not writable): check the folder and its "
+                        "permissions")
     return path

@@ -7,9 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from gptedge import paths
+from gptedge import atomic, paths
 from gptedge.arguments import BUNDLE_HELP, CHECKPOINT_HELP, whole_number
-from gptedge.errors import UserError, check_text
+from gptedge.errors import UserError, check_text, write_error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,21 +36,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from gptedge.runtime import contract
-
     bundle = paths.resolve_bundle(args.bundle)
     if args.text is None and not args.make:
         raise UserError("give the TEXT to look at (or --make to add the inspection variant)")
     if args.text is not None:
         check_text(args.text, "the text")
-        contract.read_manifest(bundle)  # a bad bundle is refused before --out is made
-        out = paths.output_folder(args.out, "--out")
+    out = paths.output_folder(args.out, "--out")
     if args.make:
         make(bundle, args.checkpoint, args.quiet)
     if args.text is None:
         return 0
     from gptedge.inside import figures
-    from gptedge.runtime import load
+    from gptedge.runtime import contract, load
 
     manifest = contract.read_manifest(bundle)
     name = next((n for n, v in manifest.variants.items() if v.inspection is not None), None)
@@ -64,11 +61,14 @@ def run_inspect(args: argparse.Namespace) -> int:
     layers = [args.layer] if args.layer is not None else list(range(shape.n_layer))
     heads = [args.head] if args.head is not None else list(range(shape.n_head))
     written = []
-    for layer in layers:
-        suffix = f"_head{args.head}" if args.head is not None else ""
-        written.append(figures.attention_png(seen, layer, heads, out / f"attention_layer{layer}{suffix}.png"))
     table = figures.lens_table(seen)
-    (Path(out) / "lens.txt").write_text(table + "\n", encoding="utf-8")
+    try:
+        for layer in layers:
+            suffix = f"_head{args.head}" if args.head is not None else ""
+            written.append(figures.attention_png(seen, layer, heads, out / f"attention_layer{layer}{suffix}.png"))
+        atomic.write_text(out / "lens.txt", table + "\n")
+    except OSError as e:  # a folder that could not be made after all (/proc), a full disk
+        raise write_error(e, out, "run it again") from None
     print(f"each layer's top guesses for the token after {figures.label(seen.tokens[-1])!r}:")
     print(table)
     print(f"wrote {len(written)} heatmap(s) and lens.txt to {out}", file=sys.stderr)

@@ -51,13 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     from gptedge.measure.bench import run_bench as bench
-    from gptedge.runtime import contract
 
     if args.genai_venv and not args.genai_builder:
         raise UserError("--genai-venv is the side venv of --genai-builder: add --genai-builder, or leave it out")
-    args.bundle = paths.resolve_bundle(args.bundle)
-    contract.read_manifest(args.bundle)  # a bad bundle is refused before --out is made
     paths.output_folder(args.out, "--out")
+    args.bundle = paths.resolve_bundle(args.bundle)
     if args.serve or args.genai or args.genai_builder:
         return _side_bench(args)
     if args.checkpoint:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gptedge import atomic
+from gptedge.errors import write_error
 from gptedge.measure import tables
 
 REPORT_FILES = ("eval.json", "eval.md", "eval.png")
@@ -108,7 +109,10 @@ def _chart(report: dict[str, Any], path: Path) -> None:
 def write_reports(report: dict[str, Any], out_dir: Path) -> list[Path]:
     json_report = {**report, "entries": {k: {f: v for f, v in e.items() if f != "tokens"} for k, e in report["entries"].items()}}
     paths = [out_dir / f for f in REPORT_FILES]
-    atomic.write_text(paths[0], json.dumps(json_report, indent=2) + "\n")
-    atomic.write_text(paths[1], _markdown(report))
-    _chart(report, paths[2])
+    try:
+        atomic.write_text(paths[0], json.dumps(json_report, indent=2) + "\n")
+        atomic.write_text(paths[1], _markdown(report))
+        _chart(report, paths[2])
+    except OSError as e:  # a folder that could not be made after all (/proc), a full disk
+        raise write_error(e, out_dir, "run it again") from None
     return paths

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gptedge import atomic
+from gptedge.errors import write_error
 
 
 def median(figure: Any) -> float:
@@ -18,9 +19,12 @@ def write_report(out: Path, name: str, report: dict, table: str, chart: Callable
     """OUT/name.json, the table on stdout, OUT/name.png (when matplotlib is there), and where they went."""
     import json
 
-    atomic.write_text(out / f"{name}.json", json.dumps(report, indent=2) + "\n")
     print(table)
-    png = chart(report, out / f"{name}.png")
+    try:
+        atomic.write_text(out / f"{name}.json", json.dumps(report, indent=2) + "\n")
+        png = chart(report, out / f"{name}.png")
+    except OSError as e:  # a folder that could not be made after all (/proc), a full disk
+        raise write_error(e, out, "run it again") from None
     print(f"wrote {out / f'{name}.json'}" + (f" and {png}" if png else ""))
 
 

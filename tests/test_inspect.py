@@ -99,6 +99,9 @@ def test_bad_input(inspected, tiny_bundle, tmp_path, capsys):
     assert "--layer 99 is out of range" in one_line_error(
         capsys, ["inspect", str(inspected), "x", "--layer", "99", "--out", str(tmp_path)])
     assert "give the TEXT" in one_line_error(capsys, ["inspect", str(inspected)])
+    # /proc takes no folder: refused at once where it is not writable, at the first write for root
+    err = one_line_error(capsys, ["inspect", str(inspected), "x", "--out", "/proc/gptedge-inspect"])
+    assert err.startswith("gptedge inspect: error: cannot write ") and "/proc/gptedge-inspect (" in err
     assert "pass --checkpoint DIR" in one_line_error(capsys, ["inspect", str(tiny_bundle), "--make"])
     with pytest.raises(UserError, match="no inspection outputs"):
         gptedge.runtime.load(inspected, variant="fp32").inspect("x")
