@@ -9,11 +9,13 @@ link unless asked, bound to 127.0.0.1 by default. Requests wait in a bounded que
 or over-long prompt, a variant that does not run on the chosen provider, a bundle removed while
 the page runs) is shown as a message in the page, never as a traceback.
 
-The page's API (``/generate``, ``/next_word``, ``/chat``; gradio_client or a raw POST) can send values the
-widgets never would: a variant not in the list, a number out of a slider's range, NaN, a string, a
-lone surrogate. gradio's own checks of those (its components' ``preprocess``) answer with a
-traceback in the server log, so the events run with ``preprocess=False`` and the handlers check
-every value themselves (``checked``), against the same widgets, answering with a message.
+The page's API (``/generate``, ``/next_word``, ``/chat``; gradio_client or a raw POST) can send
+values the widgets never would: a variant not in the list, a number out of a slider's range, NaN,
+a string, a lone surrogate. gradio's own checks of those (its components' ``preprocess``) answer
+with a traceback in the server log, so the events run with ``preprocess=False`` and the handlers
+check every value themselves (``checked``), against the same widgets, answering with a message.
+The chat's history is not among them: it is kept on the server (``gr.State``), since gradio checks
+a chat box's value before any handler runs.
 """
 
 from __future__ import annotations
