@@ -48,9 +48,24 @@ def pasts(context_length: int) -> list[int]:
 
 
 def token_counts(args: argparse.Namespace, context_length: int) -> tuple[int, int]:
-    """--prompt-tokens and --new-tokens, or the defaults (64 and 128) cut to fit the context."""
-    prompt_tokens = args.prompt_tokens or min(64, context_length // 4)
-    return prompt_tokens, args.new_tokens or min(128, context_length - prompt_tokens)
+    """--prompt-tokens and --new-tokens, or the defaults (64 and 128) cut to fit the context;
+    checked here, before any worker starts."""
+    C = context_length
+    prompt_tokens = args.prompt_tokens or min(64, C // 4)
+    if prompt_tokens > C - 2:
+        raise UserError(f"--prompt-tokens {prompt_tokens} leaves no room to generate in the context of {C}: "
+                        f"use at most {C - 2}")
+    new_tokens = args.new_tokens or min(128, C - prompt_tokens)
+    check_counts(prompt_tokens, new_tokens, 1, C)
+    return prompt_tokens, new_tokens
+
+
+def check_counts(prompt_tokens: int, new_tokens: int, repeat: int, context_length: int) -> None:
+    if prompt_tokens < 1 or new_tokens < 2 or repeat < 1:
+        raise UserError("--prompt-tokens and --repeat must be at least 1 and --new-tokens at least 2")
+    if prompt_tokens + new_tokens > context_length:
+        raise UserError(f"--prompt-tokens + --new-tokens = {prompt_tokens + new_tokens} exceed the context of "
+                        f"{context_length}: use fewer")
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -75,12 +90,7 @@ def measure(
     model = load(bundle, variant=variant, provider=provider, threads=threads)
     shape = model.manifest.model
     C, V = shape.context_length, shape.vocab_size
-    if prompt_tokens < 1 or new_tokens < 2 or repeat < 1:
-        raise UserError("--prompt-tokens and --repeat must be at least 1 and --new-tokens at least 2")
-    if prompt_tokens + new_tokens > C:
-        raise UserError(
-            f"--prompt-tokens + --new-tokens = {prompt_tokens + new_tokens} exceed the context of {C}: use fewer"
-        )
+    check_counts(prompt_tokens, new_tokens, repeat, C)
     rng = np.random.default_rng(0)
     greedy = dict(temperature=0.0, ignore_eos=True, stop=())
 

@@ -117,10 +117,13 @@ def test_bad_arguments_are_one_line(capsys, workdir, argv, match):
     (["generate", "{bundle}/model.onnx", "x"], "is a file, not a bundle folder"),
     (["bench", "{bundle}", "--variants", "nope"], "bundle has no variant 'nope'"),
     (["bench", "{bundle}", "--out", "{bundle}/manifest.json"], "is a file"),
+    (["bench", "{bundle}", "--prompt-tokens", "1000"], "--prompt-tokens 1000 leaves no room to generate in the context"),
+    (["bench", "{bundle}", "--new-tokens", "1000"], "exceed the context of"),
     (["eval", "{bundle}", "--out", "{bundle}/tokenizer.json"], "is a file"),
     (["export", "{checkpoint}", "{bundle}"], "already exists: pass --force"),
     (["verify", "{bundle}", "--checkpoint", "{empty}"], "is not a gptedge checkpoint"),
-], ids=["variant", "provider", "variant-file", "bench-variant", "bench-out-file", "eval-out-file",
+], ids=["variant", "provider", "variant-file", "bench-variant", "bench-out-file", "bench-prompt", "bench-new",
+        "eval-out-file",
         "export-over-bundle", "verify-not-a-checkpoint"])
 def test_bad_arguments_with_a_real_bundle(capsys, tmp_path, tiny_bundle, trained_checkpoint, argv, match):
     argv = [a.format(bundle=tiny_bundle, checkpoint=trained_checkpoint, empty=tmp_path) for a in argv]
