@@ -208,16 +208,16 @@ def build_page(pool: ModelPool) -> gr.Blocks:
                 messages, model = chat_messages(history, text), checked(variant_name, provider_name, *values)
                 settings = settings_from_page(*values)
                 prompt_text = model.chat_prompt(messages)
-                answer = {"role": "assistant", "content": ""}
-                yield views.conversation([*messages, answer]), gr.skip(), "", "generating…"
+                answered = lambda text: [*messages, {"role": "assistant", "content": text}]  # noqa: E731
+                yield views.conversation(answered("")), gr.skip(), "", "generating…"
+                shown = ""
                 for piece in pool.stream(model, prompt_text, settings):
                     if isinstance(piece, str):  # a new list each time: gradio sends what changed since the last one
-                        answer = {**answer, "content": answer["content"] + piece}
-                        yield views.conversation([*messages, answer]), gr.skip(), gr.skip(), gr.skip()
+                        shown += piece
+                        yield views.conversation(answered(shown)), gr.skip(), gr.skip(), gr.skip()
                     else:
                         result = piece
-                answer = {**answer, "content": result.text}
-                yield (views.conversation([*messages, answer]), [*messages, answer], gr.skip(),
+                yield (views.conversation(answered(result.text)), answered(result.text), gr.skip(),
                        views.stats_line(result, variant_name, provider_name))
             except UserError as e:
                 gr.Warning(str(e))
